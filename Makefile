@@ -1,0 +1,61 @@
+# The two commands of the README are `make book` and `make test`; each creates .venv when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Hash of the library: the book's execution cache does not notice library changes,
+# so `make book` clears it whenever this hash changes.
+LIBHASH := $(shell cat ddpm_lib/*.py ddpm_lib/*/*.py 2>/dev/null | sha256sum | cut -c1-16)
+
+.PHONY: help venv test test-fast test-notebooks book book-force test-site strip benchmarks clean
+
+help:
+	@echo "make test        install into $(VENV) if needed, run unit tests and every notebook (smoke profile)"
+	@echo "make book        install if needed, execute every notebook (default profile), build _build/html"
+	@echo "make book-force  like make book, but re-execute every notebook"
+	@echo "make test-site   build the book and check every page in headless Chromium"
+	@echo "make strip       remove outputs from the notebooks and refresh their Colab header cells"
+	@echo "make benchmarks  run benchmarks/*.py and write benchmarks/results/*.json"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[book,test,dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	DDPM_BOOK_PROFILE=smoke MPLBACKEND=Agg $(PY) -m pytest
+
+test-fast: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest tests -o addopts="-ra -p no:cacheprovider"
+
+test-notebooks: $(STAMP)
+	DDPM_BOOK_PROFILE=smoke $(PY) -m pytest notebooks
+
+book: $(STAMP)
+	@mkdir -p _build
+	@if [ "$$(cat _build/.libhash 2>/dev/null)" != "$(LIBHASH)" ]; then \
+	  echo "ddpm_lib changed since the last build: clearing the execution cache"; \
+	  rm -rf _build/.jupyter_cache; fi
+	$(PY) tools/fetch_mathjax.py
+	$(VENV)/bin/jupyter-book build . --builder html
+	@echo "$(LIBHASH)" > _build/.libhash
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+book-force: $(STAMP)
+	rm -rf _build/.jupyter_cache
+	$(MAKE) book
+
+test-site: book
+	$(PY) tests/site/check_site.py _build/html
+
+strip: $(STAMP)
+	$(PY) tools/nbtool.py fix
+
+benchmarks: $(STAMP)
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf _build

@@ -1,0 +1,1 @@
+"""Command line: ``python -m ddpm_lib train | sample | export | fid`` (being written)."""

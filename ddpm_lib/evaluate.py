@@ -1,0 +1,3 @@
+"""TODO: being written (see DESIGN.md)."""
+
+__all__: list[str] = []

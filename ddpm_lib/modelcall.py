@@ -1,0 +1,43 @@
+"""How the library calls a denoising network (used by losses, samplers and the trainer).
+
+A model is anything called as ``model(x_t, t)`` (or ``model(x_t, t, class_labels)``
+for a conditional model) that returns a tensor shaped like ``x_t``, or an object
+with a ``.sample`` tensor, which is what a diffusers ``UNet2DModel`` returns. So a
+diffusers model is used as it is, without a wrapper.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["call_model"]
+
+
+def call_model(model, x_t: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Evaluate ``model`` on a batch and return a plain tensor shaped like ``x_t``.
+
+    ``t`` may be a Python number, a 0-d tensor or a ``(B,)`` tensor; it is passed on
+    as a ``(B,)`` tensor on ``x_t``'s device. Integer timesteps stay integers (a
+    diffusers UNet embeds them as given); float timesteps stay floats.
+    """
+    t = torch.as_tensor(t, device=x_t.device)
+    if t.ndim == 0:
+        t = t.expand(x_t.shape[0])
+    if t.shape[0] != x_t.shape[0]:
+        raise ValueError(
+            f"t has {t.shape[0]} entries but the batch has {x_t.shape[0]} images; "
+            "pass one timestep per image, or a single number for all of them."
+        )
+    if class_labels is None:
+        out = model(x_t, t)
+    else:
+        out = model(x_t, t, class_labels=class_labels)
+    out = getattr(out, "sample", out)  # diffusers models return a dataclass
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.shape != x_t.shape:
+        raise ValueError(
+            f"the model returned shape {tuple(out.shape)} for an input of shape "
+            f"{tuple(x_t.shape)}; a denoiser must return one value per input value."
+        )
+    return out

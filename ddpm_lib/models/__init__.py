@@ -1,0 +1,3 @@
+"""Denoising networks (chapter 5)."""
+
+__all__: list[str] = []

@@ -1,0 +1,50 @@
+"""Notebooks are stored without outputs and all start with the same Colab header."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import nbtool  # noqa: E402
+
+
+def test_there_are_notebooks():
+    assert nbtool.NOTEBOOKS, "no notebooks found in notebooks/"
+
+
+def test_notebooks_are_clean():
+    problems = [p for path in nbtool.NOTEBOOKS for p in nbtool.problems(path)]
+    assert not problems, "\n".join(problems) + "\nRun `make strip` to fix them."
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    missing = [p.stem for p in nbtool.NOTEBOOKS if f"notebooks/{p.stem}" not in toc]
+    assert not missing, f"notebooks missing from _toc.yml: {missing}"
+
+
+def test_header_follows_the_repository_url():
+    url = nbtool.repo_url()
+    for path in nbtool.NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        assert url.split("github.com/")[1] in nb.cells[0].source
+        assert url in nb.cells[1].source
+
+
+def test_check_command_reports_a_dirty_notebook(tmp_path, monkeypatch):
+    path = tmp_path / "99_dirty.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
+    nb.cells[0].execution_count = 1
+    nbformat.write(nb, path)
+    assert any("outputs" in p for p in nbtool.problems(path))
+    nbtool.fix(path)
+    assert nbtool.problems(path) == []
+
+
+def test_nbtool_check_runs():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "nbtool.py"), "check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
