@@ -39,7 +39,6 @@ book: $(STAMP)
 	@if [ "$$(cat _build/.libhash 2>/dev/null)" != "$(LIBHASH)" ]; then \
 	  echo "ddpm_lib changed since the last build: clearing the execution cache"; \
 	  rm -rf _build/.jupyter_cache; fi
-	$(PY) tools/fetch_mathjax.py
 	$(VENV)/bin/jupyter-book build . --builder html
 	@echo "$(LIBHASH)" > _build/.libhash
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-__all__ = ["PROFILES", "ChapterConfig", "setup", "get_profile", "pick_device", "seed_everything"]
+__all__ = ["PROFILES", "ChapterConfig", "setup", "check", "get_profile", "pick_device", "seed_everything"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 ENV_VAR = "DDPM_BOOK_PROFILE"
@@ -153,3 +153,48 @@ def setup(chapter: int, seed: int = 0, verbose: bool = True) -> ChapterConfig:
             f"(set {ENV_VAR}=smoke|cpu|gpu to change), seed {seed}."
         )
     return cfg
+
+
+def check(answer: Any, expected: Any, name: str = "your answer", rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    """Check an exercise answer against the expected value and say so plainly.
+
+    ``answer`` may be a number, a tensor or array, a string, a bool, or a tuple or
+    list of these. ``None`` means "not attempted yet": the check says so and returns
+    False without raising, so a notebook still runs top to bottom. Returns True when
+    the answer is correct; otherwise prints what is wrong and returns False.
+    Used by the exercises at the end of every chapter.
+    """
+    if answer is None:
+        print(f"{name}: not attempted yet. Fill in the cell above (the solution is hidden below).")
+        return False
+    problem = _difference(answer, expected, rtol, atol)
+    print(f"{name}: correct." if problem is None else f"{name}: not yet. {problem}")
+    return problem is None
+
+
+def _difference(answer: Any, expected: Any, rtol: float, atol: float) -> str | None:
+    """None when ``answer`` matches ``expected``, else a sentence saying how it differs."""
+    numeric = isinstance(expected, (tuple, list)) and all(
+        isinstance(e, (int, float)) and not isinstance(e, bool) for e in expected
+    )
+    if isinstance(expected, (tuple, list)) and not (numeric and not isinstance(answer, (tuple, list))):
+        if not isinstance(answer, (tuple, list)) or len(answer) != len(expected):
+            return f"expected a sequence of {len(expected)} items, got {type(answer).__name__}."
+        for i, (a, e) in enumerate(zip(answer, expected)):
+            problem = _difference(a, e, rtol, atol)
+            if problem is not None:
+                return f"item {i}: {problem}"
+        return None
+    if isinstance(expected, (str, bool)):
+        return None if answer == expected else f"expected {expected!r}, got {answer!r}."
+    try:
+        a = torch.as_tensor(np.asarray(answer.detach().cpu() if torch.is_tensor(answer) else answer), dtype=torch.float64)
+        e = torch.as_tensor(np.asarray(expected.detach().cpu() if torch.is_tensor(expected) else expected), dtype=torch.float64)
+    except (TypeError, ValueError):
+        return None if answer == expected else f"expected {expected!r}, got {answer!r}."
+    if a.shape != e.shape:
+        return f"expected shape {tuple(e.shape)}, got {tuple(a.shape)}."
+    if not torch.allclose(a, e, rtol=rtol, atol=atol, equal_nan=False):
+        worst = (a - e).abs().max().item()
+        return f"the values differ (largest difference {worst:.3g}); expected e.g. {e.flatten()[:3].tolist()}."
+    return None

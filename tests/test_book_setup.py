@@ -49,3 +49,16 @@ def test_unknown_setting_is_a_clear_error(monkeypatch):
         cfg.not_a_size
     with pytest.raises(ValueError):
         book.setup(42, verbose=False)
+
+
+def test_check_says_correct_wrong_or_not_attempted(capsys):
+    assert book.check(torch.tensor([1.0, 2.0]), [1.0, 2.0])
+    assert "correct" in capsys.readouterr().out
+    assert not book.check(torch.tensor([1.0, 2.5]), [1.0, 2.0])
+    assert "differ" in capsys.readouterr().out
+    assert not book.check(None, 3.0)
+    assert "not attempted" in capsys.readouterr().out
+    assert not book.check([1.0], (1.0, 2.0))
+    assert book.check((0.5, "cosine"), (0.5, "cosine"))
+    assert not book.check(torch.zeros(2, 2), torch.zeros(4))
+    assert "shape" in capsys.readouterr().out
