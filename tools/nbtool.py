@@ -33,7 +33,7 @@ def header_cells(path: Path) -> list:
     owner_repo = url.split("github.com/")[1]
     colab = f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{path.name}"
     badge = nbformat.v4.new_markdown_cell(
-        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab})",
+        f"[![Open In Colab](../book/_static/open-in-colab.svg)]({colab})",
         metadata={"tags": [BADGE_TAG]},
     )
     install = nbformat.v4.new_code_cell(
