@@ -24,7 +24,8 @@ Conversions (one rule per PIL mode, applied before resizing):
   i.e. 0..65535 -> 0..255; ``F``: values in [0, 1] are scaled by 255, others clipped;
 * ``RGBA``, ``LA``, ``PA`` and palette images with a transparent colour: composited
   on a **white** background (what a browser shows on a page; pass
-  ``alpha_background="black"`` for, e.g., white strokes on a transparent canvas);
+  ``background="black"`` for, e.g., white strokes on a transparent canvas); the
+  same colour fills the border added by ``resize="pad"``;
 * ``P`` (palette), ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``: converted to RGB;
 * GIF and other animations: the first frame.
 
@@ -38,26 +39,30 @@ import html
 import io
 import os
 import socket
+import struct
+import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
-    "ImageDataset",
+    "IMAGE_EXTENSIONS",
+    "MNIST_NAME",
+    "RESIZE_MODES",
     "DataReport",
     "DatasetUnavailableError",
+    "ImageDataset",
     "load_images",
-    "IMAGE_EXTENSIONS",
-    "RESIZE_MODES",
-    "MNIST_NAME",
+    "mnist_split_indices",
     "to_unit_range",
 ]
 
@@ -109,36 +114,35 @@ class DataReport:
     def num_skipped(self) -> int:
         return len(self.skipped)
 
-    def lines(self) -> list[str]:
+    def rows(self) -> list[tuple[str, str]]:
+        """(heading, text) pairs: what ``str`` and the notebook table show."""
         out = [
-            f"source      {self.source} ({self.kind})",
-            f"images      {self.used} used of {self.found} found; {self.num_skipped} skipped"
-            + (f"; {self.not_read} not read (max_images)" if self.not_read else "")
-            + (f"; {self.ignored} other files ignored" if self.ignored else ""),
-            f"output      {self.channels} x {self.image_size} x {self.image_size}, resize={self.resize}",
+            ("source", f"{self.source} ({self.kind})"),
+            ("images", f"{self.used} used of {self.found} found; {self.num_skipped} skipped"
+             + (f"; {self.not_read} not read (max_images)" if self.not_read else "")
+             + (f"; {self.ignored} other files ignored" if self.ignored else "")),
+            ("output", f"{self.channels} x {self.image_size} x {self.image_size}, resize={self.resize}"),
         ]
         if self.min_size is not None:
-            out.append(f"input sizes {_wh(self.min_size)} (smallest) to {_wh(self.max_size)} (largest)"
-                       + (f"; {self.upscaled} upscaled" if self.upscaled else ""))
+            out.append(("input sizes", f"{_wh(self.min_size)} (smallest) to {_wh(self.max_size)} (largest)"
+                        + (f"; {self.upscaled} upscaled" if self.upscaled else "")))
         if self.modes:
-            out.append("modes       " + ", ".join(f"{m}: {n}" for m, n in sorted(self.modes.items())))
-        out.append(f"labels      {self.num_classes} classes ({self.label_source})" if self.num_classes
-                   else "labels      none")
-        for why, n in Counter(self.skipped.values()).most_common():
-            out.append(f"skipped     {n} x {why}")
-        out += [f"note        {n}" for n in self.notes]
+            out.append(("modes", ", ".join(f"{m}: {n}" for m, n in sorted(self.modes.items()))))
+        out.append(("labels", f"{self.num_classes} classes ({self.label_source})" if self.num_classes else "none"))
+        out += [("skipped", f"{n} x {why}") for why, n in Counter(self.skipped.values()).most_common()]
+        out += [("note", n) for n in self.notes]
         return out
 
     def __str__(self) -> str:
-        return "\n".join(self.lines())
+        return "\n".join(f"{k:<12}{v}" for k, v in self.rows())
 
     def _repr_html_(self) -> str:
-        rows = "".join(
+        cells = "".join(
             f"<tr><td style='text-align:left'><b>{html.escape(k)}</b></td>"
             f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in (line.split(None, 1) if " " in line else (line, "") for line in self.lines())
+            for k, v in self.rows()
         )
-        return f"<table>{rows}</table>"
+        return f"<table>{cells}</table>"
 
 
 def _wh(size: tuple[int, int] | None) -> str:
@@ -190,7 +194,10 @@ class ImageDataset(torch.utils.data.Dataset):
 
     @property
     def images(self) -> torch.Tensor:
-        """All images as one float32 ``(N, C, H, W)`` tensor in [-1, 1] (never flipped)."""
+        """All images as one float32 ``(N, C, H, W)`` tensor in [-1, 1] (never flipped).
+
+    Converted from the stored uint8 pixels on each access: keep a reference in loops.
+    """
         return self.as_tensor()
 
     @property
@@ -240,7 +247,7 @@ def to_signed_range(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) ->
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> [0, 1], clamped (what image files and Inception expect)."""
+    """Images in [-1, 1] -> [0, 1], clamped (what image files and Inception expect). Chapter 2."""
     return ((x + 1) / 2).clamp(0, 1)
 
 
@@ -255,7 +262,7 @@ def load_images(
     flip: bool = False,
     max_images: int | None = None,
     split: str | None = None,
-    alpha_background: str = "white",
+    background: str = "white",
     labels_from_folders: bool | None = None,
     seed: int = 0,
     verbose: bool = False,
@@ -269,16 +276,19 @@ def load_images(
             folder written by ``Dataset.save_to_disk``.
         channels: 1 or 3; ``None`` keeps 1 when every image is grayscale, else 3.
         resize: ``"crop"`` (scale the short side to ``image_size``, cut the centre),
-            ``"pad"`` (scale the long side, pad the rest with the background colour;
+            ``"pad"`` (scale the long side, pad the rest with ``background``;
             for MNIST, the 28 px digits are centred on a 32 px canvas without
             scaling) or ``"stretch"``. ``None``: ``"pad"`` for MNIST, ``"crop"`` otherwise.
         flip: mirror each item left-right with probability 1/2 when it is read.
-        max_images: use at most this many images (the first ones, in sorted file order).
+        max_images: use at most this many images: for folders the first usable files in
+            sorted order; for Hub and saved datasets the first rows (an unusable row
+            among them is not replaced).
         split: ``"train"`` / ``"test"`` for MNIST (a fixed split: in each class the
             first 400 digits train, the last 100 test; 4,000 / 1,000 in all; ``None``
-            uses all 5,000); the Hub split for Hub and saved datasets (default
+            uses all 5,000; the digits come in class order 0, 1, ..., 9, 0, 1, ..., so
+            ``max_images`` keeps the classes balanced); the Hub split for Hub and saved datasets (default
             ``"train"``); not used for folders.
-        alpha_background: ``"white"`` or ``"black"``: what transparent pixels become.
+        background: ``"white"`` or ``"black"``: what transparent pixels and padding become.
         labels_from_folders: name classes after first-level subfolders; ``None``
             does so when every image lies in a subfolder and there are two or more.
         verbose: print the report.
@@ -288,10 +298,10 @@ def load_images(
         ValueError: a folder without any usable image, or invalid arguments.
         DatasetUnavailableError: a Hub dataset that cannot be reached or has no image column.
     """
-    _check_args(image_size, channels, resize, alpha_background, max_images)
+    _check_args(image_size, channels, resize, background, max_images)
     name = os.fspath(name_or_path)
-    opts = dict(image_size=image_size, channels=channels, alpha_background=alpha_background,
-                max_images=max_images)
+    opts = {"image_size": image_size, "channels": channels, "background": background,
+            "max_images": max_images}
     if name == MNIST_NAME:
         pixels, labels, report, classes = _load_mnist(split, resize=resize or "pad", **opts)
     else:
@@ -318,15 +328,15 @@ def load_images(
     return ds
 
 
-def _check_args(image_size, channels, resize, alpha_background, max_images) -> None:
+def _check_args(image_size, channels, resize, background, max_images) -> None:
     if not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None (automatic), got {channels!r}")
     if resize is not None and resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES} (or None for the default), got {resize!r}")
-    if alpha_background not in _BACKGROUNDS:
-        raise ValueError(f"alpha_background must be one of {tuple(_BACKGROUNDS)}, got {alpha_background!r}")
+    if background not in _BACKGROUNDS:
+        raise ValueError(f"background must be one of {tuple(_BACKGROUNDS)}, got {background!r}")
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be a positive int or None, got {max_images!r}")
 
@@ -343,23 +353,34 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def mnist_split_indices(split: str | None) -> np.ndarray:
-    """Indices into the 5,000 digits: ``"train"`` (4,000), ``"test"`` (1,000) or ``None`` (all)."""
+    """Indices into the 5,000 digits: ``"train"`` (4,000), ``"test"`` (1,000) or ``None`` (all).
+
+    Chapter 9 trains the MNIST classifier on "train" and measures it on "test".
+
+    In each class the first 400 digits are train and the last 100 test. The indices
+    are ordered class by class in turn (0, 1, ..., 9, 0, 1, ...), so that any prefix,
+    e.g. ``max_images=256``, holds every digit in nearly equal numbers.
+    """
     _, y = _mnist_arrays()
     rank = np.zeros_like(y)  # position of each digit within its class
     for c in np.unique(y):
         rank[y == c] = np.arange((y == c).sum())
     if split is None:
-        return np.arange(len(y))
-    if split == "train":
-        return np.flatnonzero(rank < _MNIST_TEST_FROM)
-    if split == "test":
-        return np.flatnonzero(rank >= _MNIST_TEST_FROM)
-    raise ValueError(f"split for {MNIST_NAME!r} must be 'train', 'test' or None (all 5,000), got {split!r}")
+        keep = np.ones_like(y, dtype=bool)
+    elif split == "train":
+        keep = rank < _MNIST_TEST_FROM
+    elif split == "test":
+        keep = rank >= _MNIST_TEST_FROM
+    else:
+        raise ValueError(f"split for {MNIST_NAME!r} must be 'train', 'test' or None (all 5,000), got {split!r}")
+    idx = np.flatnonzero(keep)
+    return idx[np.lexsort((y[idx], rank[idx]))]  # sort by rank, then by class
 
 
-def _load_mnist(split, image_size, channels, resize, alpha_background, max_images):
+def _load_mnist(split, image_size, channels, resize, background, max_images):
     X, y = _mnist_arrays()
-    idx = mnist_split_indices(split)[:max_images]
+    available = mnist_split_indices(split)
+    idx = available[:max_images]
     digits, labels = X[idx], y[idx]  # (N, 28, 28) uint8, white digit on black
     if resize == "pad" and image_size >= 28:
         before = (image_size - 28) // 2
@@ -371,7 +392,8 @@ def _load_mnist(split, image_size, channels, resize, alpha_background, max_image
     if channels == 3:
         pixels = pixels.expand(-1, 3, -1, -1).contiguous()
     name = MNIST_NAME if split is None else f"{MNIST_NAME} ({split} split)"
-    report = DataReport(name, MNIST_NAME, image_size, channels or 1, resize, found=len(idx), used=len(idx),
+    report = DataReport(name, MNIST_NAME, image_size, channels or 1, resize, found=len(available), used=len(idx),
+                        not_read=len(available) - len(idx),
                         modes={"L": len(idx)}, min_size=(28, 28), max_size=(28, 28),
                         upscaled=len(idx) if image_size > 28 and resize != "pad" else 0,
                         num_classes=10, label_source="digit labels")
@@ -385,32 +407,38 @@ class _Unusable(Exception):
     """A file that is not a usable image; the message is the reason shown in the report."""
 
 
-def _open_image(source: str | os.PathLike | bytes) -> Image.Image:
-    """Open and fully decode one image (first frame), or raise ``_Unusable`` with a reason."""
-    def opener():
+def _open_image(source: Any) -> Image.Image:
+    """Open and fully decode one image (first frame), or raise ``_Unusable`` with a reason.
+
+    ``source`` is a path, raw bytes, or a ``datasets.Image(decode=False)`` cell
+    (a dict holding ``bytes`` or a ``path``).
+    """
+    if isinstance(source, dict):
+        source = source.get("bytes") or source.get("path") or b""
+    if isinstance(source, Image.Image):
+        return source
+    if not isinstance(source, (bytes, str, os.PathLike)):
+        raise _Unusable(f"unsupported value of type {type(source).__name__}")
+    size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+    if size == 0:
+        raise _Unusable("empty file (0 bytes)")
+
+    def opener() -> Image.Image:
         return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
 
-    if not isinstance(source, bytes) and os.path.getsize(source) == 0:
-        raise _Unusable("empty file (0 bytes)")
     try:
         with opener() as im:
             im.verify()  # checks the structure (PNG CRCs etc.) without decoding
         im = opener()
-        im.seek(0)
+        im.seek(0)  # animations: the first frame
         im.load()  # decodes the pixels: truncated data fails here
     except UnidentifiedImageError:
         raise _Unusable("not an image PIL can read") from None
     except Image.DecompressionBombError as e:
-        raise _Unusable(f"too large ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct_error()) as e:
+        raise _Unusable(f"too large ({_short(e)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:
         raise _Unusable(f"truncated or corrupt ({type(e).__name__}: {_short(e)})") from None
     return im
-
-
-def struct_error():
-    import struct
-
-    return struct.error
 
 
 def _short(e: Exception, n: int = 60) -> str:
@@ -471,8 +499,14 @@ def _decode_all(
     max_images: int | None,
     background: int,
 ) -> tuple[list[Image.Image], list[int]]:
-    """Decode every item; record sizes, modes and skips in ``report``. Returns images and item indices."""
+    """Decode, convert and resize every item; record sizes, modes and skips in ``report``.
+
+    Returns the fitted (``image_size`` square) PIL images and the indices of the items
+    they came from. Each image is shrunk as soon as it is decoded, so a folder of large
+    photos never sits in memory at full size.
+    """
     images, kept, modes, sizes = [], [], Counter(), []
+    target = {1: "L", 3: "RGB"}.get(channels)
     for i, (name, source) in enumerate(items):
         report.found += 1
         if max_images is not None and len(images) >= max_images:
@@ -485,7 +519,10 @@ def _decode_all(
             continue
         modes[im.mode] += 1
         sizes.append(im.size)
-        images.append(_to_standard_mode(im, background))
+        std = _to_standard_mode(im, background)
+        std = std.convert(target) if target else std
+        images.append(_fit(std, report.image_size, report.resize, background))
+        im.close()
         kept.append(i)
     report.modes = dict(modes)
     if sizes:
@@ -494,9 +531,8 @@ def _decode_all(
         report.upscaled = sum(min(s) < report.image_size for s in sizes)
         wide = sum(max(s) > 4 * min(s) for s in sizes)
         if wide:
-            report.notes.append(f"{wide} image(s) with an aspect ratio above 4:1; resize={report.resize!r} "
-                                "keeps only part of them" if report.resize == "crop" else
-                                f"{wide} image(s) with an aspect ratio above 4:1")
+            cut = f"; resize={report.resize!r} keeps only their middle" if report.resize == "crop" else ""
+            report.notes.append(f"{wide} image(s) with an aspect ratio above 4:1{cut}")
     report.channels = channels or (1 if set(modes) <= _GRAY_MODES else 3)
     if report.skipped:
         examples = "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:3])
@@ -505,10 +541,10 @@ def _decode_all(
     return images, kept
 
 
-def _pixels(images: list[Image.Image], report: DataReport, background: int) -> torch.Tensor:
-    """Fitted PIL images -> ``(N, C, S, S)`` uint8 tensor."""
+def _pixels(images: list[Image.Image], report: DataReport) -> torch.Tensor:
+    """Fitted PIL images -> ``(N, C, S, S)`` uint8 tensor with ``report.channels`` channels."""
     mode = "L" if report.channels == 1 else "RGB"
-    arrays = [np.asarray(_fit(im.convert(mode), report.image_size, report.resize, background)) for im in images]
+    arrays = [np.asarray(im.convert(mode)) for im in images]
     pixels = torch.from_numpy(np.stack(arrays))
     report.used = len(arrays)
     return pixels.unsqueeze(1) if mode == "L" else pixels.permute(0, 3, 1, 2).contiguous()
@@ -517,35 +553,38 @@ def _pixels(images: list[Image.Image], report: DataReport, background: int) -> t
 # --------------------------------------------------------------------------- folders
 
 
-def _list_folder(root: Path) -> tuple[list[Path], int]:
-    """Image files under ``root`` (recursive, sorted) and the number of other files ignored."""
-    files, ignored = [], 0
+def _list_folder(root: Path) -> tuple[list[Path], int, list[str]]:
+    """Image files under ``root`` (recursive, sorted), the number of other files, hidden folders."""
+    files, ignored, hidden = [], 0, []
     for dirpath, dirnames, filenames in os.walk(root):
+        hidden += [str(Path(dirpath, d).relative_to(root)) for d in dirnames if d.startswith(".")]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # .git, .ipynb_checkpoints
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
                 files.append(Path(dirpath) / f)
             else:
                 ignored += 1
-    return sorted(files), ignored
+    return sorted(files), ignored, sorted(hidden)
 
 
-def _load_folder(root, labels_from_folders, image_size, channels, resize, alpha_background, max_images):
-    files, ignored = _list_folder(root)
+def _load_folder(root, labels_from_folders, image_size, channels, resize, background, max_images):
+    files, ignored, hidden = _list_folder(root)
     report = DataReport(str(root), "folder", image_size, channels or 0, resize, ignored=ignored)
+    if hidden:
+        report.notes.append(f"hidden folders not searched: {', '.join(hidden)}")
     if not files:
         raise ValueError(
             f"no image files in {root} (searched subfolders too; {ignored} other file(s) ignored). "
             f"Expected extensions: {', '.join(IMAGE_EXTENSIONS)}. Try {MNIST_NAME!r} to start with MNIST."
         )
-    background = _BACKGROUNDS[alpha_background]
+    background = _BACKGROUNDS[background]
     rel = [f.relative_to(root) for f in files]
     images, kept = _decode_all(((str(r), f) for r, f in zip(rel, files)), report, channels, max_images, background)
     if not images:
         reasons = Counter(report.skipped.values()).most_common(3)
         raise ValueError(f"no usable image in {root}: all {report.found} image file(s) were skipped "
                          f"({'; '.join(f'{n} x {w}' for w, n in reasons)}).")
-    pixels = _pixels(images, report, background)
+    pixels = _pixels(images, report)
     parents = [rel[i].parts[0] if len(rel[i].parts) > 1 else None for i in kept]
     classes = sorted({p for p in parents if p is not None})
     auto = None not in parents and len(classes) >= 2
@@ -580,13 +619,13 @@ def _looks_like_hub_name(name: str) -> bool:
     )
 
 
-def _load_saved(path, split, image_size, channels, resize, alpha_background, max_images):
+def _load_saved(path, split, image_size, channels, resize, background, max_images):
     import datasets
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         ds = _pick_split(ds, split, str(path))
-    return _from_hf(ds, str(path), "saved", image_size, channels, resize, alpha_background, max_images)
+    return _from_hf(ds, str(path), "saved", image_size, channels, resize, background, max_images)
 
 
 def _pick_split(dd, split: str | None, source: str):
@@ -597,15 +636,31 @@ def _pick_split(dd, split: str | None, source: str):
     return dd[split]
 
 
+def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host:port`` opens within ``timeout`` seconds.
+
+    Runs in a daemon thread so that a hanging DNS lookup (which ignores socket
+    timeouts) cannot stall the caller for longer than ``timeout``.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     from huggingface_hub import constants
 
-    host = constants.ENDPOINT.split("://")[-1].split("/")[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    return host_reachable(constants.ENDPOINT.split("://")[-1].split("/")[0], 443, timeout)
 
 
 @contextmanager
@@ -623,7 +678,7 @@ def _hub_offline(offline: bool) -> Iterator[None]:
         dc.HF_HUB_OFFLINE, hc.HF_HUB_OFFLINE = saved
 
 
-def _load_hub(name, split, image_size, channels, resize, alpha_background, max_images):
+def _load_hub(name, split, image_size, channels, resize, background, max_images):
     import datasets
     from huggingface_hub import constants
 
@@ -638,7 +693,7 @@ def _load_hub(name, split, image_size, channels, resize, alpha_background, max_i
             f"folder either (looked from {Path.cwd()}). Use {MNIST_NAME!r} (embedded, works offline) or a "
             "folder of images instead."
         ) from e
-    return _from_hf(ds, name, "hub", image_size, channels, resize, alpha_background, max_images)
+    return _from_hf(ds, name, "hub", image_size, channels, resize, background, max_images)
 
 
 def find_image_column(features) -> str | None:
@@ -668,7 +723,7 @@ def find_label_column(features) -> str | None:
     return None
 
 
-def _from_hf(ds, source, kind, image_size, channels, resize, alpha_background, max_images):
+def _from_hf(ds, source, kind, image_size, channels, resize, background, max_images):
     import datasets
 
     col = find_image_column(ds.features)
@@ -681,14 +736,18 @@ def _from_hf(ds, source, kind, image_size, channels, resize, alpha_background, m
     if isinstance(ds.features[col], datasets.Image):
         ds = ds.cast_column(col, datasets.Image(decode=False))  # raw bytes: we decode and validate
     report = DataReport(source, kind, image_size, channels or 0, resize)
-    background = _BACKGROUNDS[alpha_background]
+    background = _BACKGROUNDS[background]
     rows = ds.select_columns([col])
+    if max_images is not None and len(rows) > max_images:
+        report.not_read = len(rows) - max_images  # counted as found, never decoded
+        report.found = report.not_read
+        rows = rows.select(range(max_images))
     images, kept = _decode_all(
-        ((f"row {i}", _row_source(r[col])) for i, r in enumerate(rows)), report, channels, max_images, background
+        ((f"row {i}", r[col]) for i, r in enumerate(rows)), report, channels, max_images, background
     )
     if not images:
         raise ValueError(f"no usable image in {source}: all {report.found} row(s) were skipped.")
-    pixels = _pixels(images, report, background)
+    pixels = _pixels(images, report)
     if label_col is None:
         return pixels, torch.full((len(kept),), -1), report, []
     labels = torch.tensor(ds.select_columns([label_col])[label_col], dtype=torch.long)[kept]
@@ -696,20 +755,3 @@ def _from_hf(ds, source, kind, image_size, channels, resize, alpha_background, m
     names = list(feat.names) if isinstance(feat, datasets.ClassLabel) else [str(c) for c in range(int(labels.max()) + 1)]
     report.num_classes, report.label_source = len(names), f"column {label_col!r}"
     return pixels, labels, report, names
-
-
-def _row_source(value) -> str | bytes:
-    """A ``datasets.Image(decode=False)`` cell (dict with bytes/path), a PIL image or a path."""
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return value["bytes"]
-        if value.get("path"):
-            return value["path"]
-        return b""
-    if isinstance(value, Image.Image):
-        buf = io.BytesIO()
-        value.save(buf, format="PNG")
-        return buf.getvalue()
-    if isinstance(value, (str, os.PathLike)):
-        return os.fspath(value)
-    raise _Unusable(f"unsupported cell type {type(value).__name__}")

@@ -1,3 +1,720 @@
-"""TODO: being written (see DESIGN.md)."""
+"""Samplers: from pure noise to data with a trained denoiser (chapters 4 and 7).
 
-__all__: list[str] = []
+``sample(model, shape, schedule, sampler="dpmpp_2m", steps=20)`` is the one call the
+chapters use. Underneath, every sampler is a small function with the same signature
+
+    sampler(denoise, x_T, levels, generator=None, callback=None, **options) -> x_0
+
+where ``denoise(x_t, i)`` returns the network's guess (x0_hat, eps_hat) at the i-th
+noise level, ``levels`` is the grid of noise levels (``NoiseLevels``) and ``x_T`` is
+standard-normal noise. The registry ``SAMPLERS`` is a plain dict.
+
+Notation (t is a 0-based timestep index in [0, T-1], as in diffusers; the
+paper's t = 1 is index 0; float t interpolates the schedule)
+==================  ==========================================================
+a_t, s_t            signal and noise scales: x_t = a_t x_0 + s_t ε
+                    (variance preserving: a_t = √ᾱ_t, s_t = √(1 - ᾱ_t))
+σ_t = s_t / a_t     the noise level of Karras et al. (2022): x_t / a_t = x_0 + σ_t ε
+λ_t = log(a_t/s_t)  half the log-SNR (Lu et al. 2022 write λ_t for it)
+x0_hat, eps_hat     the network's estimates of x_0 and ε at (x_t, t)
+NFE                 number of network evaluations (``nfe(sampler, steps)``)
+==================  ==========================================================
+
+Every sampler walks the grid t_0 > t_1 > ... > t_{N-1} and then one last step to
+clean data (a = 1, s = 0), so ``steps`` = N grid points. Samplers that work in
+σ-space (euler, heun, euler_ancestral) or in λ (dpmpp_2m, unipc) compute with x_t / a_t or λ and hand
+the network x_t and the (float) timestep whose σ it is, so any model trained on
+integer timesteps, including a diffusers ``UNet2DModel``, is used as it is.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .modelcall import call_model
+from .toy import schedule_scales
+
+__all__ = [
+    "DEFAULT_SPACING",
+    "SAMPLERS",
+    "SPACINGS",
+    "NoiseLevels",
+    "focused_sigmas",
+    "karras_sigmas",
+    "log_snr_sigmas",
+    "make_denoiser",
+    "nfe",
+    "noise_levels",
+    "sample",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "sample_euler_ancestral",
+    "sample_heun",
+    "sample_langevin",
+    "sample_pc",
+    "sample_unipc",
+    "sigma_to_t",
+    "timesteps",
+]
+
+PREDICTIONS = ("eps", "x0", "v")
+TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
+SIGMA_SPACINGS = ("karras", "log_snr", "focused")
+SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
+DYNAMIC_THRESHOLD_QUANTILE = 0.995  # Saharia et al. 2022 (Imagen), section 2.3
+
+Denoiser = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+Callback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+# ------------------------------------------------------------------ the grid
+def timesteps(num_train: int, steps: int, spacing: str = "trailing", steps_offset: int = 0) -> torch.Tensor:
+    """Integer timesteps for ``steps`` sampling steps out of ``num_train``, descending.
+
+    The same numbers as diffusers' ``DDIMScheduler.set_timesteps`` for the same
+    settings (Lin et al. 2024, table 2): "linspace" spreads them evenly over
+    [0, T-1]; "leading" is 0, k, 2k, ... (k = T // steps) plus ``steps_offset``, so
+    it never reaches T-1; "trailing" counts back from T-1 in steps of T / steps, so it
+    starts where the noise is pure. Chapter 7.
+    """
+    _check_steps(steps)
+    if steps > num_train:
+        raise ValueError(f"steps={steps} is more than the {num_train} training timesteps; use at most {num_train}.")
+    if spacing == "linspace":
+        t = torch.linspace(0, num_train - 1, steps, dtype=torch.float64).round().flip(0)
+    elif spacing == "leading":
+        t = (torch.arange(steps, dtype=torch.float64) * (num_train // steps)).round().flip(0) + steps_offset
+    elif spacing == "trailing":
+        t = torch.arange(num_train, 0, -num_train / steps, dtype=torch.float64).round() - 1
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; use one of {TIMESTEP_SPACINGS}.")
+    return t.long()
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """σ_i = (σ_max^(1/ρ) + i/(n-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ, i = 0..n-1 (Karras et al. 2022, eq. 5).
+
+    Descending, float64, without the final σ = 0. Chapter 7.
+    """
+    _check_steps(n)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    inv_min, inv_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (inv_max + ramp * (inv_min - inv_max)) ** rho
+
+
+def log_snr_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
+    """σ spaced uniformly in log σ, i.e. uniformly in log-SNR = -2 log σ (Lu et al. 2022). Chapter 7."""
+    _check_steps(n)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    return torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max)))
+
+
+# The "focused" spacing's range rule, fitted once on the 2-D and 64-D toys of
+# benchmarks/samplers.py and checked there on held-out toys (data of std ≈ 0.5).
+FOCUS_HIGH = (0.4, 0.75)  # σ_hi = 0.4 N^0.75
+FOCUS_LOW = (0.15, 0.6)  # σ_lo = 0.15 N^-0.6
+
+
+def focused_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
+    """σ_max, then n-1 levels uniform in log σ between σ_lo = 0.15 N^-0.6 and σ_hi = 0.4 N^0.75.
+
+    The range widens with the number of steps N = n (clamped to [σ_min, σ_max]), so
+    the grid still fills the schedule's whole range as N grows: few steps go where
+    the noise is so high that x0_hat is just the data mean, or so low that the last
+    step is a small correction, and the rest go to σ ~ 0.02-5 where the samples take
+    shape. Like Align Your Steps (Sabour et al. 2024), but a fixed rule; its constants
+    assume data scaled like images in [-1, 1] (std about 0.5). Chapter 7.
+    """
+    _check_steps(n)
+    if n == 1:
+        return torch.tensor([sigma_max], dtype=torch.float64)
+    hi = min(FOCUS_HIGH[0] * n ** FOCUS_HIGH[1], sigma_max)
+    lo = min(max(FOCUS_LOW[0] * n ** -FOCUS_LOW[1], sigma_min), hi)
+    return torch.cat([torch.tensor([sigma_max], dtype=torch.float64), log_snr_sigmas(lo, hi, n - 1)])
+
+
+def _sigma_of_t(schedule, t: torch.Tensor) -> torch.Tensor:
+    a, s = schedule_scales(schedule, t)
+    return s / a
+
+
+def sigma_to_t(sigma: torch.Tensor, schedule) -> torch.Tensor:
+    """The float timestep t whose σ_t = s_t / a_t equals ``sigma`` (float64).
+
+    Inverts the schedule's own interpolation of ᾱ(t) by bisection, so the network
+    sees exactly the noise level the sampler computes with. σ outside the
+    schedule's range is clamped to t = 0 or t = T-1. Chapter 7.
+    """
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    T = len(schedule.alphas_cumprod)
+    lo = torch.zeros_like(sigma)
+    hi = torch.full_like(sigma, float(T - 1))
+    for _ in range(60):  # 2^-60 of 1000 steps: far below float64 resolution of t
+        mid = 0.5 * (lo + hi)
+        above = _sigma_of_t(schedule, mid) > sigma
+        hi = torch.where(above, mid, hi)
+        lo = torch.where(above, lo, mid)
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class NoiseLevels:
+    """The sampling grid: timesteps t_0 > ... > t_{N-1}, then clean data.
+
+    ``a`` and ``s`` have N + 1 entries: the last is the clean end point (a = 1, s = 0).
+    Chapter 7.
+    """
+
+    t: torch.Tensor  # (N,) float64 timesteps handed to the network
+    a: torch.Tensor  # (N+1,) float64 signal scales a_t
+    s: torch.Tensor  # (N+1,) float64 noise scales s_t
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """σ_t = s_t / a_t, (N+1,), ending with 0."""
+        return self.s / self.a
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """λ_t = log(a_t / s_t), (N+1,), ending with +inf."""
+        return torch.log(self.a) - torch.log(self.s)
+
+    def prior_scale(self) -> float:
+        """Scale of x_T at t_0: √(a² + s²), so x_{t_0} ~ N(0, (a² + s²) I) (= N(0, I) if variance preserving)."""
+        return math.sqrt(float(self.a[0] ** 2 + self.s[0] ** 2))
+
+
+def noise_levels(
+    schedule,
+    steps: int,
+    spacing: str | Sequence[int] = "trailing",
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float = 7.0,
+) -> NoiseLevels:
+    """The grid of ``steps`` noise levels for a named ``spacing`` or an explicit list of timesteps.
+
+    Timestep spacings ("trailing", "leading", "linspace") give integer timesteps;
+    σ spacings ("karras", "log_snr", "focused") give float timesteps between σ_min and
+    σ_max (by default the schedule's own range, σ at t = 0 and at t = T-1; see
+    ``karras_sigmas``, ``log_snr_sigmas``, ``focused_sigmas``). Chapter 7.
+    """
+    T = len(schedule.alphas_cumprod)
+    if isinstance(spacing, str):
+        if spacing in TIMESTEP_SPACINGS:
+            t = timesteps(T, steps, spacing).to(torch.float64)
+        elif spacing in SIGMA_SPACINGS:
+            ends = _sigma_of_t(schedule, torch.tensor([0.0, T - 1.0], dtype=torch.float64))
+            lo = float(ends[0]) if sigma_min is None else sigma_min
+            hi = float(ends[1]) if sigma_max is None else sigma_max
+            if spacing == "karras":
+                sig = karras_sigmas(lo, hi, steps, rho)
+            elif spacing == "log_snr":
+                sig = log_snr_sigmas(lo, hi, steps)
+            else:
+                sig = focused_sigmas(lo, hi, steps)
+            t = sigma_to_t(sig, schedule)
+            if spacing == "focused" and sigma_max is None:
+                t[0] = T - 1.0  # start exactly where x_T lives
+        else:
+            raise ValueError(f"unknown spacing {spacing!r}; use one of {SPACINGS} or a list of timesteps.")
+    else:
+        t = torch.as_tensor(list(spacing), dtype=torch.float64)
+        if t.ndim != 1 or len(t) < 1 or (t[1:] >= t[:-1]).any() or t.min() < 0 or t.max() > T - 1:
+            raise ValueError(f"explicit timesteps must be strictly decreasing values in [0, {T - 1}]; got {t.tolist()}.")
+    a, s = schedule_scales(schedule, t)
+    one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    return NoiseLevels(t=t, a=torch.cat([a, one]), s=torch.cat([s, zero]))
+
+
+# ----------------------------------------------------------- the denoiser
+def _split(prediction: str, out: torch.Tensor, x_t: torch.Tensor, a: float, s: float):
+    """(x0_hat, eps_hat) from a network output (chapter 6's conversions; v = a ε - s x_0)."""
+    if prediction == "eps":
+        return (x_t - s * out) / a, out
+    if prediction == "x0":
+        return out, (x_t - a * out) / s
+    # v-prediction, Salimans & Ho 2022: x_0 = a x_t - s v, ε = s x_t + a v (when a² + s² = 1)
+    norm = a * a + s * s
+    return (a * x_t - s * out) / norm, (s * x_t + a * out) / norm
+
+
+def _clip(x0: torch.Tensor, clip_x0: float | str | None) -> torch.Tensor:
+    """Clip x0_hat to [-c, c], or dynamic thresholding (Saharia et al. 2022) for "dynamic"."""
+    if clip_x0 is None:
+        return x0
+    if clip_x0 == "dynamic":
+        flat = x0.reshape(x0.shape[0], -1).abs()
+        q = torch.quantile(flat.float(), DYNAMIC_THRESHOLD_QUANTILE, dim=1).to(x0.dtype).clamp(min=1.0)
+        q = q.reshape(-1, *([1] * (x0.ndim - 1)))
+        return x0.clamp(-q, q) / q
+    return x0.clamp(-float(clip_x0), float(clip_x0))
+
+
+def make_denoiser(
+    model,
+    levels: NoiseLevels,
+    prediction: str = "eps",
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    null_class: int | None = None,
+    clip_x0: float | str | None = None,
+) -> Denoiser:
+    """Wrap a network as ``denoise(x_t, i) -> (x0_hat, eps_hat)`` at the i-th noise level.
+
+    Classifier-free guidance (Ho & Salimans 2022): with ``null_class`` given, the
+    conditional and unconditional passes run as one batch and
+    eps = eps_u + w (eps_c - eps_u) (the same combination of x0_hat). ``clip_x0``
+    (a number c or "dynamic") clips x0_hat and recomputes eps_hat from it
+    (chapter 6's pitfall where ᾱ ≈ 0). Chapters 7 and 8.
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
+    if null_class is None and guidance_scale != 1.0:
+        raise ValueError(
+            f"guidance_scale={guidance_scale} needs an unconditional model: pass null_class "
+            "(the class index the model was trained with as 'no label') and class_labels."
+        )
+    if null_class is not None and class_labels is None:
+        raise ValueError("classifier-free guidance needs class_labels as well as null_class.")
+    integer_grid = bool(torch.all(levels.t == levels.t.round()))
+
+    def network(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if null_class is None:
+            return call_model(model, x_t, t, class_labels)
+        labels = torch.as_tensor(class_labels, device=x_t.device).long()
+        null = torch.full_like(labels, null_class)
+        out = call_model(model, torch.cat([x_t, x_t]), t.repeat(2), torch.cat([labels, null]))
+        out_c, out_u = out.chunk(2)
+        return out_u + guidance_scale * (out_c - out_u)  # linear, so the same for eps, x0 and v
+
+    def denoise(x_t: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = levels.t[i].to(x_t.device)
+        t = t.long() if integer_grid else t.to(torch.promote_types(x_t.dtype, torch.float32))
+        t = t.expand(x_t.shape[0])
+        a, s = float(levels.a[i]), float(levels.s[i])
+        x0, eps = _split(prediction, network(x_t, t), x_t, a, s)
+        if clip_x0 is not None:
+            x0 = _clip(x0, clip_x0)
+            eps = (x_t - a * x0) / s
+        return x0, eps
+
+    return denoise
+
+
+# ----------------------------------------------------------- the samplers
+def _notify(callback: Callback | None, i: int, levels: NoiseLevels, x: torch.Tensor, x0: torch.Tensor) -> None:
+    if callback is not None:
+        callback(i, levels.t[i], x, x0)
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise like x, drawn on the generator's device (as diffusers' randn_tensor)."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def _ddim_step(x0, eps, a_next, s_next, sigma_noise, generator):
+    """x_next = a' x0 + √(s'² - σ²) eps + σ z (Song et al. 2021a, eq. 12, in scales a, s)."""
+    x = a_next * x0 + math.sqrt(max(s_next**2 - sigma_noise**2, 0.0)) * eps
+    if sigma_noise > 0:
+        x = x + sigma_noise * _randn_like(x, generator)
+    return x
+
+
+def _posterior_std(levels: NoiseLevels, i: int) -> float:
+    """Std of q(x_{t'} | x_t, x_0): √(s'² (s_t² - (a_t/a')² s'²)) / s_t, i.e. √β̃ (Ho et al. 2020, eq. 7)."""
+    a, s, a1, s1 = (float(v) for v in (levels.a[i], levels.s[i], levels.a[i + 1], levels.s[i + 1]))
+    s2_step = s**2 - (a / a1) ** 2 * s1**2  # s²_{t|t'}, β_t when the step is one timestep
+    return math.sqrt(max(s2_step * s1**2 / s**2, 0.0))
+
+
+def _ancestral_step(x, x0, levels: NoiseLevels, i: int, variance: str, generator) -> torch.Tensor:
+    """x_{t'} = μ̃(x_t, x0_hat) + σ z with σ² = β̃ or β (Ho et al. 2020, eqs. 6-7, in scales a, s).
+
+    μ̃ = a' s²_{t|t'} / s² · x0 + (a/a') s'² / s² · x_t, where s²_{t|t'} = s² - (a/a')² s'² is the
+    variance of q(x_t | x_{t'}) (β_t when the step is one timestep). No noise on the last step.
+    """
+    if variance not in ("beta_tilde", "beta"):
+        raise ValueError(f"unknown variance {variance!r}; use 'beta_tilde' or 'beta'.")
+    a, s, a1, s1 = (float(v) for v in (levels.a[i], levels.s[i], levels.a[i + 1], levels.s[i + 1]))
+    s2_step = max(s**2 - (a / a1) ** 2 * s1**2, 0.0)
+    x_mean = (a1 * s2_step / s**2) * x0 + ((a / a1) * s1**2 / s**2) * x
+    if i == len(levels) - 1:
+        return x_mean
+    std = _posterior_std(levels, i) if variance == "beta_tilde" else math.sqrt(s2_step)
+    return x_mean + std * _randn_like(x, generator)
+
+
+def sample_ddpm(denoise, x_T, levels, generator=None, callback=None, variance: str = "beta_tilde"):
+    """Ancestral sampling, x_{t'} = μ̃(x_t, x0_hat) + σ z (Ho et al. 2020, Algorithm 2).
+
+    ``variance`` "beta_tilde" is the posterior variance β̃ (eq. 7), "beta" is β_t;
+    Ho et al. find both work. Chapter 4.
+    """
+    x = x_T * levels.prior_scale()
+    for i in range(len(levels)):
+        x0, _ = denoise(x, i)
+        _notify(callback, i, levels, x, x0)
+        x = _ancestral_step(x, x0, levels, i, variance, generator)
+    return x
+
+
+def sample_ddim(denoise, x_T, levels, generator=None, callback=None, eta: float = 0.0):
+    """DDIM (Song et al. 2021a, eq. 12): deterministic for eta = 0, DDPM-like for eta = 1. Chapter 4."""
+    x = x_T * levels.prior_scale()
+    for i in range(len(levels)):
+        x0, eps = denoise(x, i)
+        _notify(callback, i, levels, x, x0)
+        sigma_noise = eta * _posterior_std(levels, i)  # eq. 16
+        x = _ddim_step(x0, eps, float(levels.a[i + 1]), float(levels.s[i + 1]), sigma_noise, generator)
+    return x
+
+
+def _denoise_sigma(denoise, x: torch.Tensor, levels: NoiseLevels, i: int, callback=None) -> torch.Tensor:
+    """x0_hat at level i for x_σ = x_t / a_t (the network sees x_t = a_t x_σ); tells the callback when given."""
+    x_t = x * float(levels.a[i])
+    x0, _ = denoise(x_t, i)
+    _notify(callback, i, levels, x_t, x0)
+    return x0
+
+
+def sample_euler(denoise, x_T, levels, generator=None, callback=None):
+    """Euler's method for the probability-flow ODE dx/dσ = (x - D(x; σ)) / σ (Karras et al. 2022, eq. 3). Chapter 7."""
+    sigma = levels.sigma
+    x = x_T * levels.prior_scale() / float(levels.a[0])  # x_σ = x_t / a_t
+    for i in range(len(levels)):
+        x0 = _denoise_sigma(denoise, x, levels, i, callback)
+        d = (x - x0) / float(sigma[i])  # dx/dσ
+        x = x + (float(sigma[i + 1]) - float(sigma[i])) * d
+    return x
+
+
+def sample_heun(denoise, x_T, levels, generator=None, callback=None):
+    """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1, deterministic); Euler for the last step to σ = 0.
+
+    NFE = 2 steps - 1. Chapter 7.
+    """
+    sigma = levels.sigma
+    x = x_T * levels.prior_scale() / float(levels.a[0])
+    for i in range(len(levels)):
+        x0 = _denoise_sigma(denoise, x, levels, i, callback)
+        d = (x - x0) / float(sigma[i])
+        dt = float(sigma[i + 1]) - float(sigma[i])
+        x_euler = x + dt * d  # Euler step
+        if i == len(levels) - 1:
+            x = x_euler
+            break
+        x0_next = _denoise_sigma(denoise, x_euler, levels, i + 1)  # apply 2nd-order correction
+        d_next = (x_euler - x0_next) / float(sigma[i + 1])
+        x = x + dt * 0.5 * (d + d_next)
+    return x
+
+
+def sample_dpmpp_2m(denoise, x_T, levels, generator=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), first order on the first and last step.
+
+    x_{t'} = (s'/s) x_t - a' (e^{-h} - 1) D, h = λ' - λ, with D = x0_hat on the first step and
+    D = (1 + 1/(2r)) x0_hat - 1/(2r) x0_hat_prev (r = h_prev / h) afterwards. Chapter 7.
+    """
+    a, s, lam = levels.a, levels.s, levels.lam
+    x = x_T * levels.prior_scale()
+    x0_prev = None
+    for i in range(len(levels)):
+        x0, _ = denoise(x, i)
+        _notify(callback, i, levels, x, x0)
+        last = i == len(levels) - 1
+        if last:  # first order to σ = 0: x = x0_hat
+            x = x0
+            break
+        h = float(lam[i + 1] - lam[i])
+        if x0_prev is None:
+            D = x0
+        else:
+            r = float(lam[i] - lam[i - 1]) / h
+            D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        x = (float(s[i + 1]) / float(s[i])) * x - float(a[i + 1]) * math.expm1(-h) * D
+        x0_prev = x0
+    return x
+
+
+def _unipc_rhos(r: list[float], h: float, order: int, corrector: bool) -> list[float]:
+    """The weights ρ of UniPC's B(h) = e^h - 1 variant ("bh2"), data prediction (Zhao et al. 2023, Algorithms 2-3).
+
+    ``r`` holds r_k = (λ_{i-k} - λ_i) / h of the earlier points, then 1 (the new point).
+    """
+    hh = -h
+    h_phi_k = math.expm1(hh) / hh - 1  # φ_2-type coefficients, built up recursively
+    factorial = 1
+    B_h = math.expm1(hh)
+    R, b = [], []
+    for k in range(1, order + 1):
+        R.append([rk ** (k - 1) for rk in r])
+        b.append(h_phi_k * factorial / B_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    if corrector and order == 1:
+        return [0.5]
+    if not corrector and order <= 2:
+        return [0.5] * (order - 1)
+    n = order if corrector else order - 1
+    A = torch.tensor(R, dtype=torch.float64)[:n, :n]
+    return torch.linalg.solve(A, torch.tensor(b[:n], dtype=torch.float64)).tolist()
+
+
+def _unipc_update(x, x0_list, lam_list, a_next, s_next, s_now, lam_next, order, corrector, x0_new=None):
+    """One UniPC predictor (or, with ``x0_new``, corrector) update from the last point of the history."""
+    h = lam_next - lam_list[-1]
+    r = [(lam_list[-1 - k] - lam_list[-1]) / h for k in range(1, order)] + [1.0]
+    D1 = [(x0_list[-1 - k] - x0_list[-1]) / r[k - 1] for k in range(1, order)]  # divided differences
+    rho = _unipc_rhos(r, h, order, corrector)
+    B_h = math.expm1(-h)
+    x_next = (s_next / s_now) * x - a_next * B_h * x0_list[-1]  # the DPM-Solver++ first-order step
+    correction = sum((rk * d for rk, d in zip(rho, D1)), torch.zeros_like(x))
+    if corrector:
+        correction = correction + rho[-1] * (x0_new - x0_list[-1])
+    return x_next - a_next * B_h * correction
+
+
+def sample_unipc(denoise, x_T, levels, generator=None, callback=None, order: int = 2, final_order: int = 2):
+    """UniPC (Zhao et al. 2023): a multistep predictor plus a corrector that reuses the next evaluation.
+
+    After each step the network's x0_hat at the new point corrects that step (UniC),
+    so the order rises by one at no extra NFE. ``order`` 1-3 (lowered on the first
+    and last steps, like diffusers). ``final_order`` = 2 integrates the last step to
+    σ = 0 with eps_hat linear in σ through the last two levels (x_0 = x_σ - σ ε +
+    σ²/2 · Δε/Δσ) instead of jumping to x0_hat (``final_order`` = 1, as diffusers).
+    NFE = steps. Chapter 7.
+    """
+    if order not in (1, 2, 3) or final_order not in (1, 2):
+        raise ValueError(f"order must be 1, 2 or 3 and final_order 1 or 2; got {order}, {final_order}.")
+    a, s, lam, sigma = levels.a.tolist(), levels.s.tolist(), levels.lam.tolist(), levels.sigma.tolist()
+    N = len(levels)
+    x = x_T * levels.prior_scale()
+    x0s, lams, eps_prev, x_prev, this_order = [], [], None, None, 1
+    for i in range(N):
+        x0, eps = denoise(x, i)
+        _notify(callback, i, levels, x, x0)
+        if i > 0:  # corrector: redo the last step with the new x0_hat
+            x = _unipc_update(x_prev, x0s, lams, a[i], s[i], s[i - 1], lam[i], this_order, True, x0)
+        x0s, lams = (x0s + [x0])[-order:], (lams + [lam[i]])[-order:]
+        if i == N - 1:
+            if final_order == 1 or eps_prev is None:
+                return x0
+            slope = (eps_prev - eps) / (sigma[i - 1] - sigma[i])  # dε/dσ
+            return x / a[i] - sigma[i] * eps + 0.5 * sigma[i] ** 2 * slope
+        this_order = min(order, i + 1, N - i)
+        x_prev, eps_prev = x, eps
+        x = _unipc_update(x, x0s, lams, a[i + 1], s[i + 1], s[i], lam[i + 1], this_order, False)
+    return x
+
+
+def sample_euler_ancestral(denoise, x_T, levels, generator=None, callback=None, eta: float = 1.0):
+    """Euler steps down to σ_down, then fresh noise of std σ_up (k-diffusion's ancestral Euler; Karras et al. 2022).
+
+    σ_up = min(σ', eta √(σ'² (σ² - σ'²) / σ²)), σ_down = √(σ'² - σ_up²). Chapter 7.
+    """
+    sigma = levels.sigma
+    x = x_T * levels.prior_scale() / float(levels.a[0])
+    for i in range(len(levels)):
+        x0 = _denoise_sigma(denoise, x, levels, i, callback)
+        sig, sig_next = float(sigma[i]), float(sigma[i + 1])
+        sigma_up = min(sig_next, eta * math.sqrt(max(sig_next**2 * (sig**2 - sig_next**2) / sig**2, 0.0)))
+        sigma_down = math.sqrt(max(sig_next**2 - sigma_up**2, 0.0))
+        x = x + (sigma_down - sig) * (x - x0) / sig
+        if sigma_up > 0:
+            x = x + sigma_up * _randn_like(x, generator)
+    return x
+
+
+def _langevin_step(x: torch.Tensor, score: torch.Tensor, step: float, z: torch.Tensor) -> torch.Tensor:
+    """x <- x + δ ∇log p(x) + √(2δ) z: one step of Langevin dynamics (Song & Ermon 2019, eq. 4)."""
+    return x + step * score + math.sqrt(2 * step) * z
+
+
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).norm(dim=1)  # (B,)
+
+
+def sample_pc(
+    denoise, x_T, levels, generator=None, callback=None, snr: float = 0.16, n_corrector: int = 1, variance: str = "beta"
+):
+    """Predictor-corrector sampling (Song et al. 2021b, Algorithms 4-5): at each level ``n_corrector``
+    Langevin corrector steps with step size 2 α (snr ‖z‖ / ‖∇log p‖)² (norms averaged over the
+    batch, as in their code), then an ancestral predictor step with variance β (their reverse-diffusion
+    predictor; "beta_tilde" also works). NFE = steps (1 + n_corrector). Chapter 7.
+    """
+    x = x_T * levels.prior_scale()
+    for i in range(len(levels)):
+        s, alpha = float(levels.s[i]), float(levels.a[i] / levels.a[i + 1]) ** 2  # α_i = 1 - β_i for one timestep
+        for _ in range(n_corrector):  # corrector
+            _, eps = denoise(x, i)
+            score = -eps / s  # ∇log p_t = -ε / s_t
+            z = _randn_like(x, generator)
+            step = 2 * alpha * float(snr * _norms(z).mean() / _norms(score).mean()) ** 2  # batch means, as Song et al.
+            x = _langevin_step(x, score, step, z)
+        x0, _ = denoise(x, i)  # predictor
+        _notify(callback, i, levels, x, x0)
+        x = _ancestral_step(x, x0, levels, i, variance, generator)
+    return x
+
+
+def sample_langevin(
+    denoise, x_T, levels, generator=None, callback=None, step_size: float = 1.0, n_steps_each: int = 10
+):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1), then one denoising step.
+
+    At each noise level ``n_steps_each`` steps x <- x + (α/2) ∇log p_t + √α z with α = step_size · s_t²
+    (their ε σ_i² / σ_L²; they use 0.2 and 100 steps per level, the defaults here are tuned on the
+    toys for fewer evaluations); the final x0_hat = E[x_0 | x] (Tweedie; Song & Ermon 2020) costs
+    one more evaluation. NFE = steps · n_steps_each + 1. Chapters 4 and 7.
+    """
+    x = x_T * levels.prior_scale()
+    for i in range(len(levels)):
+        s = float(levels.s[i])
+        alpha = step_size * s**2
+        for _ in range(n_steps_each):
+            x0, eps = denoise(x, i)
+            x = _langevin_step(x, -eps / s, alpha / 2, _randn_like(x, generator))  # ∇log p_t = -ε / s_t
+        _notify(callback, i, levels, x, x0)
+    x0, _ = denoise(x, len(levels) - 1)
+    return x0
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "unipc": sample_unipc,
+    "euler_ancestral": sample_euler_ancestral,
+    "pc": sample_pc,
+    "langevin": sample_langevin,
+}
+
+# The spacing each sampler uses unless told otherwise (chosen with benchmarks/samplers.py).
+DEFAULT_SPACING: dict[str, str] = {
+    "ddpm": "trailing",
+    "ddim": "trailing",
+    "euler": "karras",
+    "heun": "karras",
+    "dpmpp_2m": "log_snr",
+    "unipc": "focused",
+    "euler_ancestral": "karras",
+    "pc": "trailing",
+    "langevin": "log_snr",
+}
+
+
+def nfe(sampler: str, steps: int, **options) -> int:
+    """Network evaluations of one ``sample`` call (a guided batch counts once). Chapter 7."""
+    _check_sampler(sampler)
+    _check_steps(steps)
+    defaults = {k: p.default for k, p in inspect.signature(SAMPLERS[sampler]).parameters.items()}
+    if sampler == "heun":
+        return 2 * steps - 1
+    if sampler == "pc":
+        return steps * (1 + options.get("n_corrector", defaults["n_corrector"]))
+    if sampler == "langevin":
+        return steps * options.get("n_steps_each", defaults["n_steps_each"]) + 1
+    return steps
+
+
+def _check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; use one of {sorted(SAMPLERS)}.")
+
+
+def _check_steps(steps: int) -> None:
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a whole number >= 1; got {steps!r}.")
+
+
+def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    if first is None:
+        return torch.device("cpu"), torch.float32
+    return first.device, first.dtype
+
+
+@torch.no_grad()
+def sample(
+    model,
+    shape: Sequence[int],
+    schedule,
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    prediction: str = "eps",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    x_T: torch.Tensor | None = None,
+    class_labels: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    spacing: str | Sequence[int] | None = None,
+    eta: float | None = None,
+    clip_x0: float | str | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    null_class: int | None = None,
+    **sampler_kwargs,
+) -> torch.Tensor:
+    """Draw samples x_0 (shape) from ``model`` with the named ``sampler`` in ``steps`` steps.
+
+    Args:
+        model: ``model(x_t, t)`` (or ``model(x_t, t, class_labels=...)``) returning the
+            ``prediction`` ("eps", "x0" or "v"); a diffusers ``UNet2DModel`` works as is.
+        spacing: "trailing" | "leading" | "linspace" | "karras" | "log_snr", or an explicit
+            decreasing list of timesteps; None picks ``DEFAULT_SPACING[sampler]``.
+        x_T: standard-normal starting noise (shape); drawn with ``generator`` when None.
+            It is scaled to the first noise level by the sampler (× √(a² + s²), i.e. unchanged
+            for a variance-preserving schedule), so samplers compared from the same x_T
+            start from the same point.
+        eta: noise of "ddim" (0: deterministic) and "euler_ancestral" (default 1).
+        guidance_scale, null_class: classifier-free guidance with weight w; the model's
+            unconditional class index is ``null_class``.
+        clip_x0: None, a number c (clip x0_hat to [-c, c]) or "dynamic" (Saharia et al. 2022).
+        callback: called as ``callback(i, t, x_t, x0_hat)`` once per step.
+        sampler_kwargs: options of the sampler (``variance`` for ddpm, ``snr`` and
+            ``n_corrector`` for pc, ``step_size`` and ``n_steps_each`` for langevin) and of
+            the σ spacings (``sigma_min``, ``sigma_max``, ``rho``).
+
+    Returns the final x_0, shaped ``shape``. Chapters 4 and 7.
+    """
+    _check_sampler(sampler)
+    _check_steps(steps)
+    fn = SAMPLERS[sampler]
+    grid_options = {k: sampler_kwargs.pop(k) for k in ("sigma_min", "sigma_max", "rho") if k in sampler_kwargs}
+    if eta is not None:
+        sampler_kwargs["eta"] = eta
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("denoise", "x_T", "levels", "generator", "callback")]
+    unknown = sorted(set(sampler_kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"sampler {sampler!r} has no option {unknown}; its options are {allowed}.")
+    levels = noise_levels(schedule, steps, DEFAULT_SPACING[sampler] if spacing is None else spacing, **grid_options)
+
+    model_device, model_dtype = _model_device_dtype(model)
+    if x_T is None:
+        device = torch.device(device) if device is not None else model_device
+        gen_device = generator.device if generator is not None else device
+        x_T = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype or model_dtype)
+        x_T = x_T.to(device)
+    else:
+        if tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}; give matching shapes.")
+        x_T = x_T.to(device=device or x_T.device, dtype=dtype or x_T.dtype)
+    if class_labels is not None:
+        class_labels = torch.as_tensor(class_labels, device=x_T.device)
+    denoise = make_denoiser(model, levels, prediction, class_labels, guidance_scale, null_class, clip_x0)
+    return fn(denoise, x_T, levels, generator=generator, callback=callback, **sampler_kwargs)

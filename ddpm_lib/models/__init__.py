@@ -1,3 +1,50 @@
-"""Denoising networks (chapter 5)."""
+"""Denoising networks (chapter 5).
 
-__all__: list[str] = []
+Every network is called as ``model(x_t, t)`` (``model(x_t, t, class_labels)`` when
+conditional) and returns a tensor shaped like ``x_t``; ``t`` is a 0-based timestep
+index in [0, T-1] (an int, a float, or a (B,) tensor). A diffusers ``UNet2DModel``
+is used as it is (see ``ddpm_lib.call_model``); ``diffusers_unet`` builds a small one.
+
+==================  ========================================================
+``BasicUNet``       the minimal UNet: no timestep input, additive skips
+``UNet``            residual blocks, norms, dropout, attention, t and class conditioning
+``DiT``             a tiny Diffusion Transformer (Peebles & Xie 2022)
+``build_model``     rebuild any of them from ``model_config(model)`` (a JSON dict)
+==================  ========================================================
+"""
+
+from .basic import BasicUNet
+from .dit import DiT, DiTBlock, modulate
+from .layers import (
+    NORMS,
+    ConditionEmbedding,
+    MultiHeadSelfAttention,
+    as_timesteps,
+    check_image_size,
+    make_norm,
+    timestep_embedding,
+)
+from .registry import MODELS, build_model, count_parameters, diffusers_unet, model_config
+from .unet import SelfAttention2d, UNet, UNetBlock
+
+__all__ = [
+    "MODELS",
+    "NORMS",
+    "BasicUNet",
+    "ConditionEmbedding",
+    "DiT",
+    "DiTBlock",
+    "MultiHeadSelfAttention",
+    "SelfAttention2d",
+    "UNet",
+    "UNetBlock",
+    "as_timesteps",
+    "build_model",
+    "check_image_size",
+    "count_parameters",
+    "diffusers_unet",
+    "make_norm",
+    "model_config",
+    "modulate",
+    "timestep_embedding",
+]
