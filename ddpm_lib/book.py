@@ -83,10 +83,11 @@ _COMMON: dict[str, dict[str, Any]] = {
 }
 
 SIZES: dict[int, dict[str, dict[str, Any]]] = {
-    1: {
-        "smoke": dict(sample_steps=5, num_samples=4),
-        "cpu": dict(sample_steps=30, num_samples=16),
-        "gpu": dict(sample_steps=30, num_samples=16),
+    1: {  # pipeline: a folder name in pretrained/ or a Hub id; pipeline_steps: DDPM steps of the one-call demo
+        "smoke": dict(sample_steps=5, num_samples=4, pipeline="ddpm-mnist", pipeline_steps=5, frames=5),
+        "cpu": dict(sample_steps=30, num_samples=16, pipeline="ddpm-mnist", pipeline_steps=50, frames=30),
+        "gpu": dict(sample_steps=30, num_samples=4, pipeline="google/ddpm-celebahq-256", pipeline_steps=1000,
+                    frames=30),
     },
     2: {"smoke": {}, "cpu": {}, "gpu": dict(dataset="huggan/smithsonian_butterflies_subset", image_size=64, channels=3)},
     3: {  # variance_samples: draws per Var(x_t) estimate; explorer_sweeps: control -> values of the static explorer
