@@ -105,7 +105,13 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
     6: {"smoke": {}, "cpu": {}, "gpu": {}},
     7: {"smoke": {}, "cpu": {}, "gpu": {}},
     8: {"smoke": {}, "cpu": {}, "gpu": {}},
-    9: {"smoke": {}, "cpu": {}, "gpu": {}},
+    9: {  # real digits for the caveat experiments, model samples to score, KID subsets, degradations
+        "smoke": dict(num_real=2000, fd_sizes=(50, 200, 1000), num_samples=32, sample_steps=5, kid_subsets=20),
+        "cpu": dict(num_real=5000, fd_sizes=(50, 100, 250, 500, 1000, 2500), num_samples=256, sample_steps=20,
+                    kid_subsets=100),
+        "gpu": dict(num_real=5000, fd_sizes=(50, 100, 250, 500, 1000, 2500), num_samples=1000, sample_steps=25,
+                    kid_subsets=100),
+    },
     10: {"smoke": {}, "cpu": {}, "gpu": {}},
 }
 

@@ -55,6 +55,7 @@ __all__ = [
     "fid",
     "frechet_distance",
     "frechet_distance_from_features",
+    "image_features",
     "inception_status",
     "jpeg_roundtrip",
     "kid",
@@ -390,6 +391,38 @@ def _inception_metric(metric, real: torch.Tensor, fake: torch.Tensor, batch_size
         for i in range(0, len(images), batch_size):
             metric.update(_for_inception(images[i: i + batch_size]).to(device), real=is_real)
     return metric.compute()
+
+
+@torch.no_grad()
+def image_features(
+    images: torch.Tensor,
+    feature: str = "auto",
+    batch_size: int = 100,
+    device: torch.device | str | None = None,
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Features ``(N, d)`` (float64, CPU) of images ``(N, C, H, W)`` in [-1, 1], for FD / KID. Chapter 9.
+
+    ``feature="inception"``: the 2048-d Inception-v3 pool features that ``fid`` uses
+    (torchmetrics' network: uint8 input, resized to 299 px, with antialiasing unless
+    ``antialias=False``); ``"mnist"``: the MNIST classifier's 128-d features;
+    ``"auto"``: Inception when available, else ``"mnist"`` with a printed note.
+    Compute the features of a set once, then compare many sets with
+    ``frechet_distance_from_features`` / ``kid`` / ``fd_by_sample_size``.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (N, C, H, W) tensor in [-1, 1], got {getattr(images, 'shape', type(images))}")
+    kind, _ = _resolve_feature(feature)
+    if kind == "mnist":
+        return classifier_features(images, batch_size=batch_size).double()
+    device = torch.device(device) if device is not None else images.device
+    metric = _make_inception_metric("FID", **({} if antialias else {"antialias": False}))
+    net = metric.inception.to(device)
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = _for_inception(images[i: i + batch_size]).to(device)  # (B, 3, H, W) in [0, 1]
+        outs.append(net((x * 255).byte()).reshape(len(x), -1).double().cpu())  # as FrechetInceptionDistance.update
+    return torch.cat(outs)
 
 
 def _check_images(real: torch.Tensor, fake: torch.Tensor) -> None:
