@@ -10,10 +10,12 @@ is used as it is (see ``ddpm_lib.call_model``); ``diffusers_unet`` builds a smal
 ``UNet``            residual blocks, norms, dropout, attention, t and class conditioning
 ``DiT``             a tiny Diffusion Transformer (Peebles & Xie 2022)
 ``build_model``     rebuild any of them from ``model_config(model)`` (a JSON dict)
+``forward_flops``   the FLOPs of one forward pass (attention included, on every device)
 ==================  ========================================================
 """
 
 from .basic import BasicUNet
+from .cost import forward_flops
 from .dit import DiT, DiTBlock, modulate
 from .layers import (
     NORMS,
@@ -43,6 +45,7 @@ __all__ = [
     "check_image_size",
     "count_parameters",
     "diffusers_unet",
+    "forward_flops",
     "make_norm",
     "model_config",
     "modulate",
