@@ -51,6 +51,7 @@ __all__ = [
     "confident_fraction",
     "domain_fd",
     "fd_by_sample_size",
+    "feature_diversity",
     "feature_statistics",
     "fid",
     "frechet_distance",
@@ -61,6 +62,7 @@ __all__ = [
     "kid",
     "kid_score",
     "load_mnist_classifier",
+    "sliced_wasserstein",
 ]
 
 MNIST_CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "mnist-classifier"
@@ -585,3 +587,44 @@ def jpeg_roundtrip(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
         dec = torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue()))).copy())
         out.append(dec.unsqueeze(0) if dec.ndim == 2 else dec.permute(2, 0, 1))
     return (torch.stack(out).float() / 127.5 - 1.0).to(images.device, images.dtype)
+
+
+# --------------------------------------------------------------------------- point clouds and diversity
+
+
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = 256, seed: int = 0) -> float:
+    """Sliced Wasserstein-1 distance between two equally sized point clouds ``(N, d)``.
+
+    The mean over random unit directions θ of the 1-D Wasserstein-1 distance between
+    θ·x and θ·y, which for N points each is the mean |difference| of the sorted
+    projections. Two samples of the same distribution are not at 0: compare with the
+    distance between two independent samples of the truth. Chapter 7 (samplers on the toy).
+    """
+    if x.ndim != 2 or x.shape != y.shape:
+        raise ValueError(f"expected two point clouds of the same shape (N, d); got {tuple(x.shape)} and {tuple(y.shape)}.")
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(x.shape[1], num_projections, generator=g, dtype=torch.float64)
+    theta = theta / theta.norm(dim=0, keepdim=True)  # (d, P) unit directions
+    px = (x.detach().cpu().double() @ theta).sort(dim=0).values  # (N, P)
+    py = (y.detach().cpu().double() @ theta).sort(dim=0).values
+    return float((px - py).abs().mean())
+
+
+def feature_diversity(images_or_features: torch.Tensor, labels: torch.Tensor | None = None,
+                      model: MNISTClassifier | None = None) -> float:
+    """Mean pairwise Euclidean distance between the MNIST classifier's features of images with the same label.
+
+    Images ``(N, C, H, W)`` in [-1, 1] are embedded with ``classifier_features``; a ``(N, F)``
+    tensor is taken as features. Without ``labels`` all pairs count; with labels, the mean
+    distance inside each label (groups of one are skipped) is averaged over the labels.
+    Near-copies give small values; compare with real digits. Chapter 8 (guidance's diversity).
+    """
+    f = images_or_features.float().cpu() if images_or_features.ndim == 2 else classifier_features(images_or_features, model)
+    labels = torch.zeros(len(f), dtype=torch.long) if labels is None else torch.as_tensor(labels).cpu().long()
+    if labels.shape != (len(f),):
+        raise ValueError(f"labels must have shape ({len(f)},), one per image; got {tuple(labels.shape)}.")
+    means = [torch.pdist(f[labels == k]).mean() for k in labels.unique() if int((labels == k).sum()) >= 2]
+    if not means:
+        raise ValueError("feature_diversity needs at least two images with the same label.")
+    return float(torch.stack(means).mean())
+
