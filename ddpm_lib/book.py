@@ -119,7 +119,16 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
         "gpu": dict(num_real=5000, fd_sizes=(50, 100, 250, 500, 1000, 2500), num_samples=1000, sample_steps=25,
                     kid_subsets=100),
     },
-    10: {"smoke": {}, "cpu": {}, "gpu": {}},
+    10: {  # the project: which ready configuration, how long to train, when to checkpoint and "disconnect"
+        "smoke": dict(preset="example-folder", train_steps=16, batch_size=16, checkpoint_every=8, interrupt_at=8,
+                      sample_every=4, num_sample_images=8, sample_steps=5, eval_samples=16, exact_steps=4),
+        "cpu": dict(preset="mnist-5k", num_images=None, train_steps=300, batch_size=32, checkpoint_every=50,
+                    interrupt_at=150, sample_every=100, num_sample_images=16, sample_steps=20, eval_samples=128,
+                    exact_steps=4),
+        "gpu": dict(preset="cifar10", num_images=None, train_steps=5000, batch_size=128, checkpoint_every=500,
+                    interrupt_at=2000, sample_every=1000, num_sample_images=16, sample_steps=25, eval_samples=5000,
+                    exact_steps=4),
+    },
 }
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "DatasetUnavailableError",
     "ImageDataset",
     "load_images",
+    "images_from_dataset",
     "mnist_split_indices",
     "to_unit_range",
 ]
@@ -328,6 +329,64 @@ def load_images(
     return ds
 
 
+def images_from_dataset(
+    dataset: Any,
+    image_size: int = 32,
+    channels: int | None = None,
+    resize: str = "crop",
+    flip: bool = False,
+    max_images: int | None = None,
+    background: str = "white",
+    class_names: list[str] | None = None,
+    source: str | None = None,
+    seed: int = 0,
+    verbose: bool = False,
+) -> ImageDataset:
+    """An ``ImageDataset`` from any indexable dataset of images or ``(image, label)`` items. Chapter 10.
+
+    For datasets that ``load_images`` cannot name, e.g. torchvision's
+    ``CIFAR10(root, download=True)`` (no transform: its items are ``(PIL image, int)``).
+    Images may be PIL images, ``(H, W)`` / ``(H, W, C)`` uint8 arrays, encoded bytes or
+    file paths; each goes through the same checks, conversions and resizing as a
+    folder, and unusable items are skipped and listed in ``.report``. Labels that
+    are not integers become -1 (unlabelled). ``class_names`` defaults to the
+    dataset's ``classes`` attribute (torchvision sets it). ``max_images`` reads only
+    the first items.
+    """
+    _check_args(image_size, channels, resize, background, max_images)
+    name = source or type(dataset).__name__
+    n = len(dataset)
+    report = DataReport(name, "dataset", image_size, channels or 0, resize)
+    if max_images is not None and n > max_images:
+        report.found = report.not_read = n - max_images  # counted as found, never decoded
+        n = max_images
+    raw_labels: list[int] = []
+
+    def items() -> Iterator[tuple[str, Any]]:
+        for i in range(n):
+            item = dataset[i]
+            image, label = (item[0], item[1]) if isinstance(item, (tuple, list)) and len(item) >= 2 else (item, -1)
+            if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim in (2, 3):
+                image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image)
+            raw_labels.append(int(label) if isinstance(label, (int, np.integer)) and not isinstance(label, bool)
+                              else -1)
+            yield f"item {i}", image
+
+    images, kept = _decode_all(items(), report, channels, None, _BACKGROUNDS[background])
+    if not images:
+        raise ValueError(f"no usable image in {name}: all {report.found} item(s) were skipped.")
+    pixels = _pixels(images, report)
+    labels = torch.tensor([raw_labels[i] for i in kept], dtype=torch.long)
+    names = list(class_names if class_names is not None else getattr(dataset, "classes", None) or [])
+    if (labels >= 0).any():
+        report.num_classes = max(len(names), int(labels.max()) + 1)
+        report.label_source = "dataset labels"
+    ds = ImageDataset(pixels, labels, report, names, flip=flip, seed=seed)
+    if verbose:
+        print(report)
+    return ds
+
+
 def _check_args(image_size, channels, resize, background, max_images) -> None:
     if not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
@@ -419,7 +478,10 @@ def _open_image(source: Any) -> Image.Image:
         return source
     if not isinstance(source, (bytes, str, os.PathLike)):
         raise _Unusable(f"unsupported value of type {type(source).__name__}")
-    size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+    try:
+        size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+    except OSError as e:  # a path that does not exist (or vanished), e.g. from images_from_dataset
+        raise _Unusable(f"cannot read ({type(e).__name__}: {_short(e)})") from None
     if size == 0:
         raise _Unusable("empty file (0 bytes)")
 
