@@ -108,8 +108,16 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
         "gpu": dict(chain_samples=20_000, grad_samples=200_000, vlb_samples=500, toy_samples=4000, ddim_steps=50,
                     sde_steps=1000, ode_steps=200, langevin_levels=100, langevin_plain_steps=1000, quiver_grid=21),
     },
-    5: {"smoke": {}, "cpu": {}, "gpu": {}},
-    6: {"smoke": {}, "cpu": {}, "gpu": {}},
+    5: {  # UNets and alternatives: every comparison shares one budget (train_steps x batch_size)
+        "smoke": dict(image_size=16, train_steps=10, batch_size=8, width=8, lr=2e-3, val_images=64),
+        "cpu": dict(train_steps=150, batch_size=32, num_images=None, width=8, lr=2e-3, val_images=250),
+        "gpu": dict(train_steps=3000, batch_size=128, num_images=None, width=32, lr=1e-3, val_images=1000),
+    },
+    6: {  # targets: eps, x0, v, EDM (and eps + min-SNR) trained on one budget
+        "smoke": dict(image_size=16, train_steps=12, batch_size=8, width=8, lr=2e-3, val_images=64),
+        "cpu": dict(train_steps=250, batch_size=32, num_images=None, width=8, lr=2e-3, val_images=250),
+        "gpu": dict(train_steps=4000, batch_size=128, num_images=None, width=32, lr=1e-3, val_images=1000),
+    },
     7: {"smoke": {}, "cpu": {}, "gpu": {}},
     8: {"smoke": {}, "cpu": {}, "gpu": {}},
     9: {  # real digits for the caveat experiments, model samples to score, KID subsets, degradations
