@@ -87,7 +87,7 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
         "smoke": dict(sample_steps=5, num_samples=4, pipeline="ddpm-mnist", pipeline_steps=5, frames=5),
         "cpu": dict(sample_steps=30, num_samples=16, pipeline="ddpm-mnist", pipeline_steps=50, frames=30),
         "gpu": dict(sample_steps=30, num_samples=4, pipeline="google/ddpm-celebahq-256", pipeline_steps=1000,
-                    frames=30),
+                    frames=20),
     },
     2: {  # the same UNet2DModel trained twice (plain loop, then dl.Trainer) for train_steps each
         "smoke": dict(image_size=32, batch_size=16, train_steps=15, num_images=256, unet_channels=(16, 32, 32),
