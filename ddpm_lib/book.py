@@ -129,7 +129,16 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
         "cpu": dict(train_steps=250, batch_size=32, num_images=None, width=8, lr=2e-3, val_images=250),
         "gpu": dict(train_steps=4000, batch_size=128, num_images=None, width=32, lr=1e-3, val_images=1000),
     },
-    7: {"smoke": {}, "cpu": {}, "gpu": {}},
+    7: {  # toy: points, reference ODE steps, NFE budgets, DDPM's full chain, steps of the order check; MNIST likewise
+        "smoke": dict(toy_points=200, toy_reference_steps=100, nfes=(5, 10), ddpm_full_steps=50,
+                      order_steps=(10, 20), mnist_images=2, mnist_nfes=(2, 4), mnist_reference_steps=10),
+        "cpu": dict(toy_points=1000, toy_reference_steps=400, nfes=(5, 10, 20, 50), ddpm_full_steps=1000,
+                    order_steps=(25, 50, 100, 200), mnist_images=12, mnist_nfes=(5, 10, 20),
+                    mnist_reference_steps=100),
+        "gpu": dict(toy_points=4000, toy_reference_steps=1000, nfes=(5, 10, 20, 50, 100), ddpm_full_steps=1000,
+                    order_steps=(25, 50, 100, 200), mnist_images=256, mnist_nfes=(5, 10, 20, 50),
+                    mnist_reference_steps=250),
+    },
     8: {"smoke": {}, "cpu": {}, "gpu": {}},
     9: {  # real digits for the caveat experiments, model samples to score, KID subsets, degradations
         "smoke": dict(num_real=2000, fd_sizes=(50, 200, 1000), num_samples=32, sample_steps=5, kid_subsets=20),
