@@ -9,6 +9,7 @@ place it is written; the badge and install cell of every notebook follow it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -76,6 +77,9 @@ def fix(path: Path) -> None:
         cell.metadata.pop("collapsed", None)
         cell.metadata.pop("scrolled", None)
     nb.cells = header_cells(path) + cells
+    # Stable cell ids (position and content), so that `fix` twice changes nothing.
+    for i, cell in enumerate(nb.cells):
+        cell.id = hashlib.sha1(f"{i}:{cell.source}".encode()).hexdigest()[:8]
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
