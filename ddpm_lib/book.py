@@ -233,7 +233,7 @@ def check(answer: Any, expected: Any, name: str = "your answer", rtol: float = 1
     Used by the exercises at the end of every chapter.
     """
     if answer is None:
-        print(f"{name}: not attempted yet. Fill in the cell above (the solution is hidden below).")
+        print(f"{name}: not attempted yet. Fill in the answer cell; the solution is in the hidden cell just before this check.")
         return False
     problem = _difference(answer, expected, rtol, atol)
     print(f"{name}: correct." if problem is None else f"{name}: not yet. {problem}")

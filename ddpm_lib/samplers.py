@@ -641,11 +641,14 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be a whole number >= 1; got {steps!r}.")
 
 
-def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+def _model_device_dtype(model, schedule=None) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's first parameter; a model without parameters
+    (an exact toy model, a function) follows the schedule's dtype."""
     params = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
     if first is None:
-        return torch.device("cpu"), torch.float32
+        alphas = getattr(schedule, "alphas_cumprod", None)
+        return torch.device("cpu"), alphas.dtype if torch.is_tensor(alphas) and alphas.is_floating_point() else torch.float32
     return first.device, first.dtype
 
 
@@ -704,7 +707,7 @@ def sample(
         raise ValueError(f"sampler {sampler!r} has no option {unknown}; its options are {allowed}.")
     levels = noise_levels(schedule, steps, DEFAULT_SPACING[sampler] if spacing is None else spacing, **grid_options)
 
-    model_device, model_dtype = _model_device_dtype(model)
+    model_device, model_dtype = _model_device_dtype(model, schedule)
     if x_T is None:
         device = torch.device(device) if device is not None else model_device
         gen_device = generator.device if generator is not None else device

@@ -271,3 +271,14 @@ def test_bad_inputs_raise_value_errors_that_list_the_choices(schedule, toy):
             dl.sample(model, (4, 2), schedule, **{"sampler": "dpmpp_2m", "steps": 4, **kwargs})
     with pytest.raises(ValueError, match="steps"):
         dl.nfe("heun", 0)
+
+
+def test_parameterless_model_follows_schedule_dtype():
+    """An exact model has no parameters: the starting noise takes the schedule's dtype."""
+    schedule = dl.make_schedule("linear", 100).to(dtype=torch.float64)
+
+    def zero_eps(x, t):
+        return torch.zeros_like(x)
+
+    x = dl.sample(zero_eps, (4, 2), schedule, "ddim", 5, generator=torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float64
