@@ -596,7 +596,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, num_projections: int = 
     """Sliced Wasserstein-1 distance between two equally sized point clouds ``(N, d)``.
 
     The mean over random unit directions θ of the 1-D Wasserstein-1 distance between
-    θ·x and θ·y, which for N points each is the mean |difference| of the sorted
+    θ·x and θ·y, which for N points each is the mean absolute difference of the sorted
     projections. Two samples of the same distribution are not at 0: compare with the
     distance between two independent samples of the truth. Chapter 7 (samplers on the toy).
     """

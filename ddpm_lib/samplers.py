@@ -1,7 +1,7 @@
 """Samplers: from pure noise to data with a trained denoiser (chapters 4 and 7).
 
 ``sample(model, shape, schedule, sampler="dpmpp_2m", steps=20)`` is the one call the
-chapters use. Underneath, every sampler is a small function with the same signature
+chapters use. Underneath, every sampler is a small function with the same signature::
 
     sampler(denoise, x_T, levels, generator=None, callback=None, **options) -> x_0
 
@@ -10,7 +10,8 @@ noise level, ``levels`` is the grid of noise levels (``NoiseLevels``) and ``x_T`
 standard-normal noise. The registry ``SAMPLERS`` is a plain dict.
 
 Notation (t is a 0-based timestep index in [0, T-1], as in diffusers; the
-paper's t = 1 is index 0; float t interpolates the schedule)
+paper's t = 1 is index 0; float t interpolates the schedule):
+
 ==================  ==========================================================
 a_t, s_t            signal and noise scales: x_t = a_t x_0 + s_t ε
                     (variance preserving: a_t = √ᾱ_t, s_t = √(1 - ᾱ_t))

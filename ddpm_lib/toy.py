@@ -8,7 +8,8 @@ know is available in closed form: the noised density, its score and the optimal
 eps / x0 / v predictions. ``GaussianMixture.as_model`` wraps them as a "network"
 ``model(x_t, t)`` that the samplers use like any trained model.
 
-Notation
+Notation:
+
 ========================  ====================================================
 ``means``  (K, d)         μ_k, the component means
 ``covs``   (K, d, d)      Σ_k = U_k diag(λ_k) U_kᵀ, the component covariances
