@@ -1,12 +1,17 @@
 """Train, check and document the two shipped MNIST diffusion models.
 
-    .venv/bin/python pretrained/make_mnist_models.py train ddpm-mnist       # runs the CLI command below
+    .venv/bin/python pretrained/make_mnist_models.py train ddpm-mnist       # stage 1: the CLI command below
     .venv/bin/python pretrained/make_mnist_models.py finish ddpm-mnist      # copy, check, write README.md
+    .venv/bin/python pretrained/make_mnist_models.py more ddpm-mnist        # stage 2: continue training
+    .venv/bin/python pretrained/make_mnist_models.py finish ddpm-mnist      # copy, check, write README.md again
     (the same for ddpm-mnist-cond)
 
 ``train`` runs exactly the ``python -m ddpm_lib train`` command in ``COMMANDS``
 (checkpoints go to ``runs/<name>``; run it again to resume after an interruption).
-``finish`` copies the exported pipeline into ``pretrained/<name>/``, draws samples
+``more`` continues from the model in ``pretrained/<name>/`` (stage 1's EMA weights)
+with ``MORE`` for another ``MORE["max_steps"]`` steps into ``runs/<name>-more``:
+2,500 steps on two CPU cores left the samples of deterministic samplers poor.
+``finish`` copies the exported pipeline (stage 2's when it exists) into ``pretrained/<name>/``, draws samples
 with ``dl.load_pretrained`` + ``dl.sample``, checks them with the shipped MNIST
 classifier (``pretrained/mnist-classifier``) and writes ``samples.png``,
 ``loss.png``, ``training_config.json``, ``check.json`` and ``README.md``.
@@ -47,6 +52,9 @@ DESCRIPTIONS = {
                        "used for 10% of the training images), in a ddpm_lib folder (`model_config.json`, "
                        "`model.safetensors`, `schedule.json`).",
 }
+# stage 2: a fresh AdamW and cosine decay from a lower peak; the EMA starts at stage 1's EMA weights
+MORE = dict(max_steps=3000, batch_size=64, lr=4e-4, warmup_steps=100, ema_decay=0.999, ema_warmup=False,
+            checkpoint_every=250, sample_every=0, num_sample_images=0, log_every=25, seed=1, progress=False)
 NUM_CHECK = 500  # generated digits checked with the classifier (per guidance scale for the conditional model)
 SAMPLER, SAMPLE_STEPS = "dpmpp_2m", 25
 
@@ -60,10 +68,33 @@ def train(name: str) -> None:
     print("$", shlex.join(cmd), flush=True)
     began = time.time()
     subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
-    run = ROOT / "runs" / name
+    _add_time(ROOT / "runs" / name, began)
+
+
+def _add_time(run: Path, began: float) -> None:
+    """Add the seconds since ``began`` to ``run/timing.json`` (a resumed run adds up its parts)."""
     timing = run / "timing.json"
     spent = time.time() - began + (json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0)
     timing.write_text(json.dumps({"seconds": spent, "threads": torch.get_num_threads()}) + "\n")
+
+
+def more(name: str) -> None:
+    import ddpm_lib as dl
+
+    run, folder = ROOT / "runs" / f"{name}-more", ROOT / "pretrained" / name
+    stage1 = run / "stage1"
+    if not stage1.exists():  # keep stage 1's record before `finish` replaces the folder
+        stage1.mkdir(parents=True)
+        for f in ("loss.csv", "training_config.json", "check.json"):
+            shutil.copy(folder / f, stage1 / f)
+    pre = dl.load_pretrained(folder)
+    data = dl.load_images("mnist-5k", split="train", image_size=32)
+    cfg = dl.TrainConfig(**MORE, out_dir=str(run), prediction=pre.prediction)
+    began = time.time()
+    trainer = dl.Trainer(pre.model.train(), data, cfg, schedule=pre.schedule)
+    trainer.fit()
+    trainer.export(run / "pipeline")
+    _add_time(run, began)
 
 
 def _cpu() -> str:
@@ -121,24 +152,60 @@ def finish(name: str) -> None:
     import ddpm_lib as dl
 
     run, folder = ROOT / "runs" / name, ROOT / "pretrained" / name
+    more_run = ROOT / "runs" / f"{name}-more"
+    two_stages = (more_run / "pipeline").exists()
+    stage1 = more_run / "stage1" if two_stages else run
+    stage1_seconds = (json.loads((stage1 / "check.json").read_text())["training_seconds"] if two_stages
+                      else json.loads((run / "timing.json").read_text())["seconds"] if (run / "timing.json").exists()
+                      else float("nan"))
+    stage1_config = json.loads((stage1 / ("training_config.json" if two_stages else "config.json")).read_text())
+    last = more_run if two_stages else run
     if folder.exists():
         shutil.rmtree(folder)
-    shutil.copytree(run / "pipeline", folder)
-    shutil.copy(run / "loss.png", folder / "loss.png")
-    shutil.copy(run / "loss.csv", folder / "loss.csv")
-    shutil.copy(run / "config.json", folder / "training_config.json")
+    shutil.copytree(last / "pipeline", folder)
+    config, seconds = stage1_config, stage1_seconds
+    loss = (stage1 / "loss.csv").read_text()
+    if two_stages:
+        config = {"stage1": stage1_config, "stage2": json.loads((more_run / "config.json").read_text())}
+        seconds += json.loads((more_run / "timing.json").read_text())["seconds"]
+        offset = stage1_config["train_config"]["max_steps"]
+        head, *rows = (more_run / "loss.csv").read_text().strip().splitlines()
+        loss = loss.rstrip("\n") + "\n" + "".join(
+            f"{int(r.split(',', 1)[0]) + offset},{r.split(',', 1)[1]}\n" for r in rows)
+    (folder / "loss.csv").write_text(loss)
+    (folder / "training_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = dl.plot_loss(folder / "loss.csv", title=f"Training loss ({name}{', two stages' if two_stages else ''})")
+    if two_stages:
+        fig.axes[0].axvline(stage1_config["train_config"]["max_steps"], color="gray", ls="--", lw=1)
+    fig.savefig(folder / "loss.png", dpi=120)
     began = time.time()
     result = check(folder, name)
     result["check_seconds"] = round(time.time() - began, 1)
-    timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").exists() else {}
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     pre = dl.load_pretrained(folder)
     result.update({"parameters": dl.count_parameters(pre.model), "folder_bytes": size,
-                   "training_seconds": round(timing.get("seconds", float("nan")), 1), "machine": _cpu(),
-                   "cores": os.cpu_count(), "torch": torch.__version__})
+                   "training_seconds": round(seconds, 1), "stage2": MORE if two_stages else None,
+                   "machine": _cpu(), "cores": os.cpu_count(), "torch": torch.__version__})
     (folder / "check.json").write_text(json.dumps(result, indent=2) + "\n")
     (folder / "README.md").write_text(readme(name, result))
     print(json.dumps(result, indent=2))
+
+
+def stage2_text(name: str, r: dict) -> str:
+    if not r.get("stage2"):
+        return ""
+    m = r["stage2"]
+    return f"""
+Stage 2 (`make_mnist_models.py more {name}`): those 2,500 steps left the samples of the
+deterministic samplers poor (too many 1s), so training continued from the stage-1 EMA weights
+with a fresh AdamW for {m['max_steps']:,} more steps: peak learning rate {m['lr']:g} after
+{m['warmup_steps']} warm-up steps, cosine decay, EMA {m['ema_decay']} starting at the stage-1 EMA
+weights, seed {m['seed']}. `loss.csv` holds both stages (the dashed line in `loss.png` marks the
+change); the training time above is both together.
+"""
 
 
 def readme(name: str, r: dict) -> str:
@@ -186,7 +253,7 @@ from the repository root:
 `runs/{name}/pipeline` here and writes this page.) Everything not on the command line is a
 `TrainConfig` default: AdamW with warm-up then cosine decay, gradient clipping at 1, EMA with warm-up
 (the exported weights are the EMA weights), fp32 on the CPU, the data kept as one tensor.
-
+{stage2_text(name, r)}
 ## Are the samples digits?
 
 {r['num_images']} samples ({SAMPLER}, {SAMPLE_STEPS} steps, seed 1234) classified by the shipped MNIST
@@ -209,6 +276,6 @@ dl.show_images(x)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("train", "finish") or sys.argv[2] not in COMMANDS:
-        sys.exit(f"usage: {sys.argv[0]} train|finish {'|'.join(COMMANDS)}")
-    {"train": train, "finish": finish}[sys.argv[1]](sys.argv[2])
+    if len(sys.argv) != 3 or sys.argv[1] not in ("train", "more", "finish") or sys.argv[2] not in COMMANDS:
+        sys.exit(f"usage: {sys.argv[0]} train|more|finish {'|'.join(COMMANDS)}")
+    {"train": train, "more": more, "finish": finish}[sys.argv[1]](sys.argv[2])
