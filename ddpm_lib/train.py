@@ -300,6 +300,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of an error, without torch's advice to drop ``weights_only`` (never do that)."""
+    return str(e).splitlines()[0].split(". ")[0][:200] if str(e) else ""
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by the Trainer (``torch.load(weights_only=True)``: no code runs).
 
@@ -313,7 +318,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, flipped bytes, not a torch file ...
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"cannot read checkpoint {path} ({type(e).__name__}: {_first_sentence(e)}); "
             "the file is truncated or corrupt. Delete it to resume from an earlier checkpoint."
         ) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
