@@ -302,7 +302,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 
 def _first_sentence(e: Exception) -> str:
     """The first sentence of an error, without torch's advice to drop ``weights_only`` (never do that)."""
-    return str(e).splitlines()[0].split(". ")[0][:200] if str(e) else ""
+    lines = str(e).splitlines()
+    return lines[0].split(". ")[0][:200] if lines else ""
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
