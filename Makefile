@@ -39,8 +39,12 @@ book: $(STAMP)
 	@if [ "$$(cat _build/.libhash 2>/dev/null)" != "$(LIBHASH)" ]; then \
 	  echo "ddpm_lib changed since the last build: clearing the execution cache"; \
 	  rm -rf _build/.jupyter_cache; fi
-	$(VENV)/bin/jupyter-book build . --builder html
+	@# Written before the build: an interrupted or failed build keeps the chapters it executed.
 	@echo "$(LIBHASH)" > _build/.libhash
+	@echo "Executing the chapters that changed (each prints 'Executing notebook' and then its time)."
+	$(VENV)/bin/jupyter-book build . --builder html
+	@echo "Execution time per chapter:"
+	@$(PY) tools/book_times.py
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 book-force: $(STAMP)

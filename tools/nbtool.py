@@ -19,6 +19,15 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 BADGE_TAG, INSTALL_TAG = "colab-badge", "colab-install"
+# A cell that displays a live ipywidget sometimes never returns to the notebook client
+# (jupyter/nbclient#312), which hangs `make book`. Such cells carry myst-nb's / nbclient's
+# `skip-execution` tag: the book build skips them (the site shows a static stand-in),
+# while nbval (`make test`), Jupyter and Colab still run them.
+SKIP_TAG = "skip-execution"
+LIVE_WIDGET = re.compile(
+    r"\b(?:schedule_explorer|ScheduleExplorer|interactive|interact|interact_manual)\s*\("
+    r"|\bimport\s+ipywidgets|\bfrom\s+ipywidgets\s+import|\bwidgets\.(?:[A-Z]\w*)\s*\("
+)
 
 
 def repo_url() -> str:
@@ -60,11 +69,21 @@ def problems(path: Path) -> list[str]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
             found.append(f"{path.name}: cell {i} has outputs or an execution count")
+        if cell.cell_type == "code" and creates_live_widget(cell.source) and \
+                SKIP_TAG not in cell.metadata.get("tags", []):
+            found.append(f"{path.name}: cell {i} shows a live widget but lacks the '{SKIP_TAG}' tag "
+                         "(the book build would hang on it; tag it and show a static stand-in)")
     expected = header_cells(path)
     for i, want in enumerate(expected):
         if len(nb.cells) <= i or nb.cells[i].source != want.source:
             found.append(f"{path.name}: cell {i} is not the standard Colab header cell")
     return found
+
+
+def creates_live_widget(source: str) -> bool:
+    """Whether a code cell builds a live ipywidget (comments do not count)."""
+    code = "\n".join(line.split("#", 1)[0] for line in source.splitlines())
+    return bool(LIVE_WIDGET.search(code))
 
 
 def fix(path: Path) -> None:
