@@ -22,21 +22,58 @@ chapters in order (see ``DESIGN.md`` in the repository):
 """
 
 from importlib import import_module as _import_module
+from types import ModuleType as _ModuleType
 
+# The public API, module by module: each module's ``__all__``, named here one by one so
+# that what ``dl`` holds can be read in one place (tests/test_api.py pins the list).
 from . import book
-from .modelcall import call_model  # noqa: F401
-from .schedules import *  # noqa: F401,F403
-from .forward import *  # noqa: F401,F403
-from .targets import *  # noqa: F401,F403
-from .losses import *  # noqa: F401,F403
-from .samplers import *  # noqa: F401,F403
-from .toy import *  # noqa: F401,F403
-from .models import *  # noqa: F401,F403
-from .data import *  # noqa: F401,F403
-from .train import *  # noqa: F401,F403
-from .evaluate import *  # noqa: F401,F403
-from .pipelines import *  # noqa: F401,F403
-from .viz import *  # noqa: F401,F403
+from .schedules import (
+    SCHEDULES, make_schedule, NoiseSchedule, rescale_zero_terminal_snr, resolution_shift, scale_input,
+    schedule_from_diffusers, shift_log_snr,
+)
+from .forward import (
+    add_noise, forward_chain, posterior_mean_coef1, posterior_mean_coef2, posterior_variance, q_posterior,
+    q_step,
+)
+from .targets import (
+    PREDICTIONS, edm_loss_weight, edm_preconditioning, edm_sample_sigmas, edm_target, EDMDenoiser,
+    eps_to_score, eps_to_v, eps_to_x0, loss_weight, make_target, score_to_eps, split_prediction, v_to_eps,
+    v_to_x0, x0_eps_to_v, x0_to_eps, x0_to_v, x0_weight_of,
+)
+from .losses import diffusion_loss
+from .modelcall import call_model, null_class_of
+from .models import (
+    MODELS, BasicUNet, build_model, count_parameters, diffusers_unet, DiT, forward_flops, model_config,
+    SelfAttention2d, timestep_embedding, UNet,
+)
+from .samplers import (
+    DEFAULT_CLIP_X0, DEFAULT_SPACING, SAMPLERS, SPACINGS, focused_sigmas, karras_sigmas, log_snr_sigmas,
+    make_denoiser, nfe, noise_levels, NoiseLevels, sample, sample_ddim, sample_ddpm, sample_dpmpp_2m,
+    sample_euler, sample_euler_ancestral, sample_heun, sample_langevin, sample_pc, sample_unipc,
+    sigma_to_t, timesteps,
+)
+from .toy import MIXTURES_2D, ExactDenoiser, GaussianMixture, make_2d_mixture, make_mixture
+from .data import DataReport, DatasetUnavailableError, ImageDataset, images_from_dataset, load_images
+from .train import (
+    EMA, CheckpointError, find_checkpoints, latest_checkpoint, load_checkpoint, NonFiniteLossError,
+    save_checkpoint, TrainConfig, Trainer, TrainHistory,
+)
+from .presets import PRESETS, Preset, get_preset, preset_model
+from .evaluate import (
+    class_balance, ClassBalance, classifier_features, classify, confident_fraction, domain_fd,
+    fd_by_sample_size, feature_diversity, feature_statistics, fid, frechet_distance,
+    frechet_distance_from_features, image_features, inception_status, InceptionUnavailableError,
+    jpeg_roundtrip, kid, kid_score, load_mnist_classifier, MetricResult, MNISTClassifier,
+    sliced_wasserstein,
+)
+from .presets import PRESETS, Preset, get_preset, preset_model
+from .pipelines import (
+    ddpm_scheduler, export_pipeline, list_pretrained, load_pretrained, Pretrained,
+    PretrainedUnavailableError,
+)
+from .viz import animate_sampling, make_grid_image, plot_loss, plot_schedule, show_images, TrajectoryRecorder
+
+__all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))
 
 __version__ = "0.1.0"
 

@@ -19,19 +19,19 @@ import dataclasses
 import os
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+# Where the repository and its shipped models are (one place: ddpm_lib.paths); notebooks read them here.
+from .paths import PRETRAINED_DIR, REPO_ROOT  # noqa: F401
+
 __all__ = ["PROFILES", "ChapterConfig", "setup", "check", "get_profile", "pick_device", "seed_everything"]
 
 PROFILES = ("smoke", "cpu", "gpu")
 ENV_VAR = "DDPM_BOOK_PROFILE"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PRETRAINED_DIR = REPO_ROOT / "pretrained"
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,11 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
         "cpu": dict(train_steps=100, batch_size=24, num_images=None, width=8, lr=2e-3, val_images=250),
         "gpu": dict(train_steps=3000, batch_size=128, num_images=None, width=32, lr=1e-3, val_images=1000),
     },
-    6: {  # targets: eps, x0, v, EDM (and eps + min-SNR) trained on one budget
-        "smoke": dict(image_size=16, train_steps=12, batch_size=8, width=8, lr=2e-3, val_images=64),
-        "cpu": dict(train_steps=200, batch_size=24, num_images=None, width=8, lr=2e-3, val_images=250),
-        "gpu": dict(train_steps=4000, batch_size=128, num_images=None, width=32, lr=1e-3, val_images=1000),
+    6: {  # targets: held-out digits for the checks; one toy MLP per target (eps, x0, v, EDM) on an exact mixture
+        "smoke": dict(image_size=16, val_images=64, num_images=256, toy_train_steps=150, toy_seeds=1,
+                      toy_eval_points=500),
+        "cpu": dict(num_images=None, val_images=250, toy_train_steps=1000, toy_seeds=3, toy_eval_points=2000),
+        "gpu": dict(num_images=None, val_images=1000, toy_train_steps=3000, toy_seeds=5, toy_eval_points=4000),
     },
     7: {  # toy: points, reference ODE steps, NFE budgets, DDPM's full chain, steps of the order check; MNIST likewise
         "smoke": dict(toy_points=200, toy_reference_steps=100, nfes=(5, 10), ddpm_full_steps=50,

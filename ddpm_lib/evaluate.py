@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import host_reachable, to_unit_range
+from .paths import pretrained_dir
 
 __all__ = [
-    "MNIST_CLASSIFIER_DIR",
     "ClassBalance",
     "InceptionUnavailableError",
     "MNISTClassifier",
@@ -65,7 +65,6 @@ __all__ = [
     "sliced_wasserstein",
 ]
 
-MNIST_CLASSIFIER_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "mnist-classifier"
 
 
 # --------------------------------------------------------------------------- MNIST classifier
@@ -108,7 +107,7 @@ def load_mnist_classifier(
 
     Chapter 9. Loaded once per (path, device) and cached; do not train the returned model.
     """
-    path = Path(path) if path is not None else MNIST_CLASSIFIER_DIR
+    path = Path(path) if path is not None else pretrained_dir("mnist-classifier")
     return _load_classifier_cached(str(path.resolve()), str(torch.device(device or "cpu")))
 
 

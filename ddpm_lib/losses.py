@@ -30,7 +30,7 @@ from .targets import (
     weight_from_scales,
 )
 
-__all__ = ["LOSS_TYPES", "diffusion_loss"]
+__all__ = ["diffusion_loss"]
 
 LOSS_TYPES = {
     "l2": lambda err: err.square(),  # squared error (Ho et al. 2020)

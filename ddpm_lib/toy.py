@@ -33,34 +33,24 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .targets import PREDICTIONS
+
 __all__ = [
     "MIXTURES_2D",
     "ExactDenoiser",
     "GaussianMixture",
     "make_2d_mixture",
     "make_mixture",
-    "schedule_scales",
 ]
 
-PREDICTIONS = ("eps", "x0", "v")
+# The exact model predicts what a network would: eps, x0 or v (not EDM's F, which needs EDMDenoiser).
+EXACT_PREDICTIONS = tuple(p for p in PREDICTIONS if p != "edm")
 
 
-def schedule_scales(schedule, t) -> tuple[torch.Tensor, torch.Tensor]:
-    """Signal and noise scales (a_t, s_t) of x_t = a_t x_0 + s_t ε at timestep ``t``.
-
-    Uses the schedule's own ``signal_scale`` / ``noise_scale`` when it has them
-    (schedules that are not variance preserving, chapter 3), otherwise the
-    variance-preserving a_t = √ᾱ_t, s_t = √(1 - ᾱ_t) (Ho et al. 2020, eq. 4).
-    ``t`` may be an int, a float or a tensor; float t uses the schedule's
-    interpolation of ᾱ. Returned in float64, shaped like ``t``. Chapter 4.
-    """
-    t = torch.as_tensor(t)
-    if hasattr(schedule, "signal_scale") and hasattr(schedule, "noise_scale"):
-        a = torch.as_tensor(schedule.signal_scale(t))
-        s = torch.as_tensor(schedule.noise_scale(t))
-        return a.to(torch.float64), s.to(torch.float64)
-    alpha_bar = torch.as_tensor(schedule.alpha_bar(t)).to(torch.float64)
-    return alpha_bar.sqrt(), (1.0 - alpha_bar).clamp(min=0.0).sqrt()
+def _scales(schedule, t) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a_t, s_t) of x_t = a_t x_0 + s_t ε from ``schedule.scales(t)``, in float64 (the toy's maths)."""
+    a, s = schedule.scales(t)
+    return a.to(torch.float64), s.to(torch.float64)
 
 
 class GaussianMixture:
@@ -225,7 +215,7 @@ class GaussianMixture:
     # ------------------------------------------------- the maths at timestep t
     def noised_log_prob(self, x: torch.Tensor, t, schedule, class_labels=None) -> torch.Tensor:
         """log p_t(x) = log Σ_k π_k N(x; a_t μ_k, a_t² Σ_k + s_t² I); x (B, d), returns (B,)."""
-        return self.log_prob_at(x, *schedule_scales(schedule, t), class_labels)
+        return self.log_prob_at(x, *_scales(schedule, t), class_labels)
 
     def log_prob(self, x: torch.Tensor, class_labels=None) -> torch.Tensor:
         """log p(x) of the clean data; x (B, d), returns (B,)."""
@@ -233,19 +223,19 @@ class GaussianMixture:
 
     def score(self, x: torch.Tensor, t, schedule, class_labels=None) -> torch.Tensor:
         """∇_x log p_t(x), the exact score at timestep t; x (B, d)."""
-        return self.score_at(x, *schedule_scales(schedule, t), class_labels)
+        return self.score_at(x, *_scales(schedule, t), class_labels)
 
     def denoise_x0(self, x: torch.Tensor, t, schedule, class_labels=None) -> torch.Tensor:
         """The optimal x0 prediction E[x_0 | x_t] at timestep t; x (B, d)."""
-        return self.denoise_at(x, *schedule_scales(schedule, t), class_labels)
+        return self.denoise_at(x, *_scales(schedule, t), class_labels)
 
     def predict_eps(self, x: torch.Tensor, t, schedule, class_labels=None) -> torch.Tensor:
         """The optimal eps prediction E[ε | x_t] = -s_t ∇log p_t at timestep t; x (B, d)."""
-        return self.predict_eps_at(x, *schedule_scales(schedule, t), class_labels)
+        return self.predict_eps_at(x, *_scales(schedule, t), class_labels)
 
     def predict_v(self, x: torch.Tensor, t, schedule, class_labels=None) -> torch.Tensor:
         """The optimal v prediction E[v | x_t], v = a_t ε - s_t x_0 (Salimans & Ho 2022); x (B, d)."""
-        a, s = schedule_scales(schedule, t)
+        a, s = _scales(schedule, t)
         a, s = (torch.as_tensor(u, device=x.device).reshape(-1, 1) for u in (a, s))
         eps = self.predict_eps_at(x, a.flatten(), s.flatten(), class_labels).to(torch.float64)
         x0 = self.denoise_at(x, a.flatten(), s.flatten(), class_labels).to(torch.float64)
@@ -270,8 +260,11 @@ class ExactDenoiser(nn.Module):
 
     def __init__(self, mixture: GaussianMixture, schedule, prediction: str = "eps") -> None:
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
+        if prediction not in EXACT_PREDICTIONS:
+            raise ValueError(
+                f"unknown prediction {prediction!r}: the exact toy model predicts one of {EXACT_PREDICTIONS}"
+                + (" (wrap a network in dl.EDMDenoiser for EDM)." if prediction == "edm" else ".")
+            )
         self.mixture = mixture
         self.schedule = schedule
         self.prediction = prediction
@@ -286,7 +279,7 @@ class ExactDenoiser(nn.Module):
             )
         t = torch.as_tensor(t)
         t = t.expand(shape[0]) if t.ndim == 0 else t
-        a, s = schedule_scales(self.schedule, t.cpu())
+        a, s = _scales(self.schedule, t.cpu())
         a, s = a.to(x.device), s.to(x.device)
         if self.prediction == "x0":
             out = self.mixture.denoise_at(x, a, s, class_labels)

@@ -46,9 +46,7 @@ __all__ = [
     "make_grid_image",
     "plot_loss",
     "plot_schedule",
-    "render_animation",
     "show_images",
-    "smooth_curve",
 ]
 
 ANIMATION_FORMATS = ("html", "gif", "mp4")

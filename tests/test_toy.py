@@ -6,9 +6,13 @@ import pytest
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib.toy import schedule_scales
 
 F64 = torch.float64
+
+
+def schedule_scales(schedule, t):
+    """(a_t, s_t) in float64."""
+    return tuple(u.to(F64) for u in schedule.scales(t))
 
 
 @pytest.fixture(scope="module")

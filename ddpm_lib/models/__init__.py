@@ -16,38 +16,24 @@ is used as it is (see ``ddpm_lib.call_model``); ``diffusers_unet`` builds a smal
 
 from .basic import BasicUNet
 from .cost import forward_flops
-from .dit import DiT, DiTBlock, modulate
-from .layers import (
-    NORMS,
-    ConditionEmbedding,
-    MultiHeadSelfAttention,
-    as_timesteps,
-    check_image_size,
-    make_norm,
-    timestep_embedding,
-)
+from .dit import DiT
+from .layers import timestep_embedding
 from .registry import MODELS, build_model, count_parameters, diffusers_unet, model_config
-from .unet import SelfAttention2d, UNet, UNetBlock
+from .unet import SelfAttention2d, UNet
+
+# The building blocks (ConditionEmbedding, UNetBlock, DiTBlock, make_norm, ...) stay in
+# their modules: ``from ddpm_lib.models.layers import ConditionEmbedding``.
 
 __all__ = [
     "MODELS",
-    "NORMS",
     "BasicUNet",
-    "ConditionEmbedding",
     "DiT",
-    "DiTBlock",
-    "MultiHeadSelfAttention",
     "SelfAttention2d",
     "UNet",
-    "UNetBlock",
-    "as_timesteps",
     "build_model",
-    "check_image_size",
     "count_parameters",
     "diffusers_unet",
     "forward_flops",
-    "make_norm",
     "model_config",
-    "modulate",
     "timestep_embedding",
 ]

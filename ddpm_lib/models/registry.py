@@ -3,6 +3,9 @@
 A description is ``{"class": "UNet", "config": {...constructor arguments...}}``;
 ``model_config(model)`` writes one and ``build_model`` reads it back, so a model
 can be saved as JSON plus weights (see ``ddpm_lib.pipelines``).
+
+``unwrap_model``, ``model_image_shape`` and ``model_num_classes`` read what a
+network says about itself (its ``config``); the trainer and the export use them.
 """
 
 from __future__ import annotations
@@ -66,6 +69,35 @@ def build_model(config: dict[str, Any]) -> nn.Module:
         else {k: v for k, v in config.items() if k != "class"}
     )
     return MODELS[name](**kwargs)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network inside ``torch.compile`` (``_orig_mod``) and DistributedDataParallel (``module``),
+    in either order."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def model_image_shape(model: nn.Module) -> tuple[int | None, int | None, int | None]:
+    """(C, H, W) the network was built for, read from its ``config``; None for what it does not fix.
+
+    A ``BasicUNet`` takes any image size: (C, None, None). Works for ddpm_lib networks
+    (``image_size``) and diffusers ``UNet2DModel`` (``sample_size``, an int or (H, W)).
+    """
+    cfg = getattr(unwrap_model(model), "config", None) or {}
+    size = cfg.get("image_size", cfg.get("sample_size"))
+    h, w = (size, size) if size is None or isinstance(size, int) else (int(size[0]), int(size[1]))
+    return cfg.get("in_channels"), h, w
+
+
+def model_num_classes(model: nn.Module) -> int | None:
+    """K of a class-conditional network (labels 0..K-1, K = the null class), else None."""
+    cfg = getattr(unwrap_model(model), "config", None) or {}
+    if cfg.get("num_class_embeds") is not None:  # diffusers UNet2DModel: K + 1 rows, the last one null
+        return int(cfg["num_class_embeds"]) - 1
+    k = cfg.get("num_classes")
+    return None if k is None else int(k)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
