@@ -66,7 +66,6 @@ from .evaluate import (
     jpeg_roundtrip, kid, kid_score, load_mnist_classifier, MetricResult, MNISTClassifier,
     sliced_wasserstein,
 )
-from .presets import PRESETS, Preset, get_preset, preset_model
 from .pipelines import (
     ddpm_scheduler, export_pipeline, list_pretrained, load_pretrained, Pretrained,
     PretrainedUnavailableError,
