@@ -21,8 +21,8 @@ they are scored with the shipped MNIST classifier (``pretrained/mnist-classifier
     (32, 64, 64 channels, one block per level, attention at the lowest level, as the
     previously shipped ``ddpm-mnist``) on the digits padded to 32 px; DDPM's linear
     betas as chapter 2 sets them (0.001 to 0.02), ε-prediction, AdamW at a constant
-    1e-3, batch 64, fp32, EMA 0.999; sampled with DDPM ancestral steps (100, like
-    chapter 2's cpu profile).
+    1e-3, batch 64, fp32, EMA 0.999; sampled as chapter 2 scores its Trainer run
+    (``trainer.sample``: dpmpp_2m, 25 steps).
 (b) ``mnist``: ``dl.PRESETS["mnist"]`` (see ``ddpm_lib/presets.py``): what the levers
     below showed to help, sampled with the preset's recommended sampler.
 
@@ -55,14 +55,14 @@ FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of the budget, where snapshots are scored
 
 PLAIN = dl.Preset(
     description="chapter 2's plain recipe: 32 px padded, linear betas 0.001-0.02, eps, AdamW 1e-3 constant, "
-                "batch 64, fp32, EMA 0.999; DDPM sampler, 100 steps",
+                "batch 64, fp32, EMA 0.999; sampled as chapter 2 scores it (dpmpp_2m, 25 steps)",
     data={"name_or_path": "mnist-5k", "split": "train", "image_size": 32},
     model={"image_size": 32, "in_channels": 1, "block_out_channels": (32, 64, 64), "layers_per_block": 1,
            "attention_blocks": 1},
     train={"image_size": 32, "batch_size": 64, "max_steps": 1_000_000, "lr": 1e-3, "warmup_steps": 0,
            "lr_schedule": "constant", "schedule": "linear", "prediction": "eps", "ema_decay": 0.999,
            "mixed_precision": "no", "channels_last": False, "grad_clip": None, "checkpoint_every": 1_000_000,
-           "sample_every": 0, "log_every": 25, "sampler": "ddpm", "sample_steps": 100, "clip_x0": None},
+           "sample_every": 0, "log_every": 25, "sampler": "dpmpp_2m", "sample_steps": 25, "clip_x0": None},
 )
 # chapter 2 builds its scheduler with DDPMScheduler(beta_start=0.001, beta_end=0.02)
 PLAIN_SCHEDULE = {"name": "linear", "beta_start": 0.001, "beta_end": 0.02}
@@ -80,11 +80,10 @@ LEVERS = [
     ("batch size", "128", {"train": {"batch_size": 128}}),
 ]
 SAMPLER_LEVERS = [  # re-scoring the final preset snapshot
-    ("sampler", "dpmpp_2m, 20 steps, no x0 clipping", {"clip_x0": None}),
     ("sampler", "dpmpp_2m, 10 steps", {"steps": 10}),
     ("sampler", "dpmpp_2m, 50 steps", {"steps": 50}),
     ("sampler", "ddim, 20 steps", {"sampler": "ddim"}),
-    ("sampler", "ddpm, 100 steps", {"sampler": "ddpm", "steps": 100}),
+    ("sampler", "dpmpp_2m, 20 steps, x0 clipped to [-1, 1]", {"clip_x0": 1.0}),
 ]
 
 

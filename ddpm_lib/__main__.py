@@ -1,6 +1,7 @@
 """Command line: ``python -m ddpm_lib train | sample | export`` (chapters 2 and 10).
 
     python -m ddpm_lib train --data mnist-5k --out runs/mnist --model diffusers --steps 2000
+    python -m ddpm_lib train --preset mnist --max-minutes 15 --out runs/mnist
     python -m ddpm_lib sample runs/mnist/pipeline --out grid.png --num-images 16
     python -m ddpm_lib export runs/mnist --out runs/mnist/pipeline
 
@@ -56,6 +57,16 @@ def _parse_optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "off") else float(text)
 
 
+def _parse_minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes such as 15; got {text!r}") from None
+    if not minutes > 0 or minutes == float("inf"):
+        raise argparse.ArgumentTypeError(f"the time budget must be a positive number of minutes; got {text!r}")
+    return minutes
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
 
@@ -69,8 +80,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.type == "bool | str":  # data_on_device, channels_last
             kwargs["type"], kwargs["metavar"] = _parse_bool_or_auto, "{auto,yes,no}"
-        elif f.name == "grad_clip":
+        elif f.name in ("grad_clip", "clip_x0"):
             kwargs["type"], kwargs["metavar"] = _parse_optional_float, "NORM|none"
+        elif f.name == "max_minutes":
+            kwargs["type"], kwargs["metavar"] = _parse_minutes, "MINUTES"
         else:
             kwargs["type"] = {"int": int, "float": float, "str": str}[str(f.type)]
         group.add_argument(name, **kwargs)
@@ -86,10 +99,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 32,64,64; got {text!r}")
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> None:
+    from .presets import PRESETS
+
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="start from a measured recipe (data, network, training settings, sampler); "
+                        "any option given as well overrides the preset's value")
     data = p.add_argument_group("data")
-    data.add_argument("--data", required=True,
+    data.add_argument("--data", required=preset is None,
                       help="'mnist-5k' (offline MNIST subset), a Hub dataset name, or a folder of images")
+    data.add_argument("--split", choices=("train", "test"), default=None,
+                      help="mnist-5k only: the 4,000 training or 1,000 held-out digits (default: all 5,000)")
     data.add_argument("--max-images", type=int, default=None, help="use at most this many images")
     data.add_argument("--flip", action="store_true", help="random horizontal flips (not for digits)")
     data.add_argument("--channels-in", type=int, default=None, choices=(1, 3), dest="data_channels",
@@ -113,6 +133,23 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--heads", type=int, default=4, help="DiT attention heads")
     _add_config_options(p)
     p.add_argument("--no-export", action="store_true", help="do not export OUT/pipeline at the end")
+    if preset is not None:
+        p.set_defaults(**_preset_defaults(preset))
+
+
+def _preset_defaults(name: str) -> dict[str, Any]:
+    """The options of ``--preset name`` as argparse defaults (options on the command line still win)."""
+    from .presets import get_preset
+
+    pre = get_preset(name)
+    net = pre.model
+    return {
+        **pre.train, "data": pre.data["name_or_path"], "split": pre.data.get("split"),
+        "image_size": pre.data.get("image_size", pre.train.get("image_size")),
+        "model": "diffusers", "channels": list(net["block_out_channels"]),
+        "layers_per_block": net["layers_per_block"], "attention": [net["attention_blocks"]],
+        "conditional": pre.conditional,
+    }
 
 
 def _build_model(args: argparse.Namespace, channels: int, num_classes: int | None):
@@ -142,7 +179,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     out = Path(cfg.out_dir)
     dataset = load_images(args.data, image_size=cfg.image_size, channels=args.data_channels, flip=args.flip,
-                          max_images=args.max_images, seed=cfg.seed)
+                          max_images=args.max_images, seed=cfg.seed, **({"split": args.split} if args.split else {}))
     num_classes = None
     if args.conditional:
         num_classes = dataset.num_classes
@@ -152,8 +189,10 @@ def run_train(args: argparse.Namespace) -> int:
     model = _build_model(args, dataset.image_shape[0], num_classes)
     trainer = Trainer(model, dataset, cfg)
     if trainer.is_main:
+        budget = f"{cfg.max_minutes:g} minutes (at most {cfg.max_steps} steps)" if cfg.max_minutes else \
+            f"{cfg.max_steps} steps"
         print(f"{args.model} model, {count_parameters(model):,} parameters; {len(dataset)} images "
-              f"from {args.data}; {cfg.max_steps} steps; device {trainer.device}; out {out}", file=sys.stderr)
+              f"from {args.data}; {budget}; device {trainer.device}; out {out}", file=sys.stderr)
     history = trainer.fit()
     if not trainer.is_main:
         return 0
@@ -189,10 +228,26 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=_int_list, default=None,
                    help="class labels for a conditional model, cycled over the grid (default: 0, 1, 2, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
-    p.add_argument("--clip-x0", type=_parse_optional_float, default=1.0, metavar="C|none",
-                   help="clip each step's x0 estimate to [-C, C] (default: 1, the image range; none: no clipping)")
+    p.add_argument("--clip-x0", type=_parse_optional_float, default=_default_clip_x0(), metavar="C|none",
+                   help="clip each step's x0 estimate to [-C, C], e.g. 1 for the image range (default: "
+                        f"{_default_clip_x0() or 'none'}, as dl.sample; none: no clipping)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda when available, else cpu)")
+
+
+def _default_clip_x0():
+    from .samplers import DEFAULT_CLIP_X0
+
+    return DEFAULT_CLIP_X0
+
+
+def _sample_device(requested: str | None) -> str:
+    """The device to sample on: ``requested``, else "cuda" when torch sees a GPU, else "cpu"."""
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -205,7 +260,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.num_images < 1:
         raise CliError(f"--num-images must be >= 1; got {args.num_images}.")
     out = _writable_file(Path(args.out))
-    pre = load_pretrained(args.model, device=args.device)
+    pre = load_pretrained(args.model, device=_sample_device(args.device))
     device = next(pre.model.parameters()).device
     shape = pre.image_shape
     if shape is None:
@@ -291,18 +346,37 @@ _SUMMARIES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``preset``, the train options default to that preset's values."""
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, (add_arguments, _) in COMMANDS.items():
         summary = _SUMMARIES.get(name, "")
-        add_arguments(sub.add_parser(name, help=summary, description=summary))
+        sub_parser = sub.add_parser(name, help=summary, description=summary)
+        add_arguments(sub_parser, preset) if name == "train" else add_arguments(sub_parser)
     return parser
 
 
+def _preset_in(argv: list[str]) -> str | None:
+    """The value of ``--preset`` in a train command line (checked against the presets by argparse later)."""
+    from .presets import PRESETS
+
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--preset="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        return value if value in PRESETS else None  # an unknown name: argparse lists the valid ones
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    preset = _preset_in(argv) if argv[:1] == ["train"] else None
+    args = build_parser(preset).parse_args(argv)
     from .data import DatasetUnavailableError
     from .train import CheckpointError
 

@@ -140,12 +140,12 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
                     order_steps=(25, 50, 100, 200), mnist_images=256, mnist_nfes=(5, 10, 20, 50),
                     mnist_reference_steps=250),
     },
-    8: {  # toy: points, steps, scales; MNIST: guidance scales measured, samples per digit, steps, grid rows
-        "smoke": dict(toy_points=200, toy_steps=10, toy_scales=(0, 1, 4), guidance_scales=(0, 1, 4),
+    8: {  # toy: points, steps, steps of the exact-tilt comparison, scales; MNIST: guidance scales measured, samples per digit, steps, grid rows
+        "smoke": dict(toy_points=200, toy_steps=10, toy_exact_steps=30, toy_scales=(0, 1, 4), guidance_scales=(0, 1, 4),
                       samples_per_class=2, sample_steps=4, grid_scales=(0, 4), loss_images=16, num_real=200),
-        "cpu": dict(toy_points=1000, toy_steps=30, toy_scales=(0, 1, 2, 4, 8), guidance_scales=(0, 1, 2, 3, 5, 8),
+        "cpu": dict(toy_points=1000, toy_steps=30, toy_exact_steps=100, toy_scales=(0, 1, 2, 4, 8), guidance_scales=(0, 1, 2, 3, 5, 8),
                     samples_per_class=5, sample_steps=15, grid_scales=(0, 1, 3, 8), loss_images=64, num_real=1000),
-        "gpu": dict(toy_points=4000, toy_steps=50, toy_scales=(0, 1, 2, 4, 8),
+        "gpu": dict(toy_points=4000, toy_steps=50, toy_exact_steps=200, toy_scales=(0, 1, 2, 4, 8),
                     guidance_scales=(0, 1, 1.5, 2, 3, 4, 6, 8), samples_per_class=100, sample_steps=25,
                     grid_scales=(0, 1, 3, 8), loss_images=256, num_real=1000),
     },

@@ -55,16 +55,11 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "MNIST_NAME",
-    "RESIZE_MODES",
     "DataReport",
     "DatasetUnavailableError",
     "ImageDataset",
     "load_images",
     "images_from_dataset",
-    "mnist_split_indices",
-    "to_unit_range",
 ]
 
 MNIST_NAME = "mnist-5k"
@@ -130,9 +125,16 @@ class DataReport:
         if self.modes:
             out.append(("modes", ", ".join(f"{m}: {n}" for m, n in sorted(self.modes.items()))))
         out.append(("labels", f"{self.num_classes} classes ({self.label_source})" if self.num_classes else "none"))
-        out += [("skipped", f"{n} x {why}") for why, n in Counter(self.skipped.values()).most_common()]
+        out += [("skipped", f"{len(names)} x {why}: {_some(names)}") for why, names in self._skipped_by_reason()]
         out += [("note", n) for n in self.notes]
         return out
+
+    def _skipped_by_reason(self) -> list[tuple[str, list[str]]]:
+        """(reason, files skipped for it), the most frequent reason first."""
+        by_reason: dict[str, list[str]] = {}
+        for name, why in self.skipped.items():
+            by_reason.setdefault(why, []).append(name)
+        return sorted(by_reason.items(), key=lambda item: -len(item[1]))
 
     def __str__(self) -> str:
         return "\n".join(f"{k:<12}{v}" for k, v in self.rows())
@@ -144,6 +146,15 @@ class DataReport:
             for k, v in self.rows()
         )
         return f"<table>{cells}</table>"
+
+
+SKIPPED_NAMES_SHOWN = 3  # files named per reason in the report; the rest are counted
+
+
+def _some(names: list[str], shown: int = SKIPPED_NAMES_SHOWN) -> str:
+    """'a, b, c' or 'a, b, c and 4 more': a few names, then how many are left out."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _wh(size: tuple[int, int] | None) -> str:

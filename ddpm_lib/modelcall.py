@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["call_model"]
+from .models.registry import model_num_classes, unwrap_model
+
+__all__ = ["call_model", "null_class_of"]
 
 
 def call_model(model, x_t: torch.Tensor, t, class_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,3 +43,19 @@ def call_model(model, x_t: torch.Tensor, t, class_labels: torch.Tensor | None = 
             f"{tuple(x_t.shape)}; a denoiser must return one value per input value."
         )
     return out
+
+
+def null_class_of(model) -> int | None:
+    """The class index that means "no label" to ``model`` (classifier-free guidance), or None.
+
+    A ``null_class`` attribute on the model wins; otherwise the library's convention
+    is read from the network's config: ``num_classes=K`` (``UNet``, ``DiT``) or
+    ``num_class_embeds=K + 1`` (a diffusers ``UNet2DModel``) means labels 0..K-1 and
+    the null class K. None for an unconditional network or a plain function. Chapter 8.
+    """
+    explicit = getattr(unwrap_model(model), "null_class", None)
+    if explicit is not None:
+        return int(explicit)
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return model_num_classes(model)

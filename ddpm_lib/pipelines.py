@@ -10,7 +10,10 @@ Two folder formats, chosen by the network:
 * our own networks (``UNet``, ``DiT``, ``BasicUNet``) are written as a ddpm_lib
   folder: ``model_config.json`` (class name and constructor arguments),
   ``model.safetensors`` (the weights), ``schedule.json`` (the betas, plus the
-  schedule's name and arguments where known).
+  schedule's name and arguments where known). So is an EDM network
+  (``prediction="edm"``, any of the above): a ``DDPMScheduler`` has no way to say
+  that the network is F of D = c_skip x + c_out F(c_in x; c_noise), so only
+  ddpm_lib (``dl.sample(..., prediction="edm")``) samples it correctly.
 
 Both folders also hold ``ddpm_lib.json`` (format, prediction type, versions, any
 metadata) and a ``README.md`` model card. ``load_pretrained`` reads either kind,
@@ -33,9 +36,11 @@ import torch
 from torch import nn
 
 from .models import build_model, count_parameters, model_config
+from .modelcall import null_class_of
+from .models.registry import model_image_shape, model_num_classes, unwrap_model
+from .paths import pretrained_dir, write_json
 
 __all__ = [
-    "PREDICTION_TO_DIFFUSERS",
     "Pretrained",
     "PretrainedUnavailableError",
     "ddpm_scheduler",
@@ -47,6 +52,8 @@ __all__ = [
 # Our prediction names -> DDPMScheduler's ``prediction_type``.
 PREDICTION_TO_DIFFUSERS = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 _PREDICTION_FROM_DIFFUSERS = {v: k for k, v in PREDICTION_TO_DIFFUSERS.items()}
+# What a ddpm_lib folder can hold: the above, and EDM's F (Karras et al. 2022; targets.EDMDenoiser).
+_DDPM_LIB_PREDICTIONS = (*PREDICTION_TO_DIFFUSERS, "edm")
 
 _DIFFUSERS_FILES = ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json")
 _DIFFUSERS_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
@@ -63,21 +70,40 @@ class Pretrained(NamedTuple):
 
     model: nn.Module  # in eval mode, on the requested device
     schedule: Any  # a ddpm_lib NoiseSchedule
-    prediction: str  # "eps" | "x0" | "v"
+    prediction: str  # "eps" | "x0" | "v" | "edm"
     pipeline_dir: Path | str  # the local folder, or the Hub id it came from
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
         """(C, H, W) the network was built for, or None when it takes any size (BasicUNet)."""
-        return _image_shape(self.model)
+        shape = model_image_shape(self.model)
+        return None if None in shape else shape
 
     @property
     def num_classes(self) -> int | None:
         """K for a class-conditional model (labels 0..K-1, K = the null class), else None."""
-        cfg = getattr(self.model, "config", {})
-        if cfg.get("num_class_embeds") is not None:  # diffusers_unet: K + 1 rows, the last is null
-            return cfg["num_class_embeds"] - 1
-        return cfg.get("num_classes")
+        return model_num_classes(self.model)
+
+    @property
+    def null_class(self) -> int | None:
+        """The class index meaning "no label" (K) for classifier-free guidance, else None.
+
+        ``dl.sample(pre.model, ..., class_labels=y, guidance_scale=w)`` finds it by itself."""
+        return null_class_of(self.model)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampler settings recorded at export (``sampler``, ``steps``, ``clip_x0``), else dl.sample's.
+
+        ``dl.sample(pre.model, shape, pre.schedule, prediction=pre.prediction, **pre.sampling)``
+        samples the model the way its recipe was measured (``benchmarks/quality.py``)."""
+        from .samplers import DEFAULT_CLIP_X0
+
+        recorded = {}
+        info = Path(self.pipeline_dir) / "ddpm_lib.json"
+        if info.is_file():
+            recorded = json.loads(info.read_text()).get("sampling") or {}
+        return {"sampler": "dpmpp_2m", "steps": 20, "clip_x0": DEFAULT_CLIP_X0, **recorded}
 
 
 # --------------------------------------------------------------------------- schedules
@@ -178,32 +204,13 @@ def _schedule_from_dict(d: dict[str, Any], file: Path):
 # --------------------------------------------------------------------------- export
 
 
-def _check_prediction(prediction: str) -> None:
-    if prediction not in PREDICTION_TO_DIFFUSERS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {list(PREDICTION_TO_DIFFUSERS)}.")
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside torch.compile (``_orig_mod``) or DistributedDataParallel (``module``)."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
+def _check_prediction(prediction: str, allowed: tuple[str, ...] = tuple(PREDICTION_TO_DIFFUSERS)) -> None:
+    if prediction not in allowed:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {list(allowed)}.")
 
 
 def _is_diffusers_unet(model: nn.Module) -> bool:
     return type(model).__name__ == "UNet2DModel" and type(model).__module__.startswith("diffusers")
-
-
-def _image_shape(model: nn.Module) -> tuple[int, int, int] | None:
-    cfg = getattr(model, "config", {})
-    size = cfg.get("image_size", cfg.get("sample_size"))
-    if size is None:
-        return None
-    h, w = (size, size) if isinstance(size, int) else size
-    return (cfg["in_channels"], h, w)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _write_diffusers(model: nn.Module, schedule, folder: Path, prediction: str) -> None:
@@ -216,12 +223,12 @@ def _write_diffusers(model: nn.Module, schedule, folder: Path, prediction: str) 
 def _write_ddpm_lib(model: nn.Module, schedule, folder: Path, prediction: str) -> None:
     from safetensors.torch import save_file
 
-    _write_json(folder / "model_config.json", model_config(model))
+    write_json(folder / "model_config.json", model_config(model))
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         folder / "model.safetensors",
     )
-    _write_json(folder / "schedule.json", _schedule_to_dict(schedule))
+    write_json(folder / "schedule.json", _schedule_to_dict(schedule))
 
 
 def _model_card(
@@ -231,8 +238,8 @@ def _model_card(
 
     betas = _schedule_betas(schedule)
     name = getattr(schedule, "name", None) or "custom betas"
-    shape = _image_shape(model)
-    shape_text = "x".join(map(str, shape)) if shape else "any size that is a multiple of 4"
+    shape = model_image_shape(model)
+    shape_text = "x".join(map(str, shape)) if None not in shape else "any size that is a multiple of 4"
     load = (
         "from diffusers import DDPMPipeline\n"
         f'images = DDPMPipeline.from_pretrained("{folder_name}")(batch_size=4).images\n'
@@ -293,14 +300,18 @@ def export_pipeline(
     prediction: str = "eps",
     card: str | None = None,
     metadata: dict[str, Any] | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` and ``schedule`` to the folder ``path``; return the folder (chapters 2 and 10).
 
     ``schedule`` is a ddpm_lib ``NoiseSchedule`` or a diffusers ``DDPMScheduler``;
-    ``prediction`` ("eps", "x0" or "v") is what the network outputs.
+    ``prediction`` ("eps", "x0", "v" or "edm") is what the network outputs.
 
     A diffusers ``UNet2DModel`` becomes a ``DDPMPipeline`` folder; ``UNet``,
-    ``DiT`` and ``BasicUNet`` become a ddpm_lib folder (see the module docstring).
+    ``DiT`` and ``BasicUNet``, and every "edm" network, become a ddpm_lib folder
+    (see the module docstring).
+    ``sampling`` (``sampler``, ``steps``, ``clip_x0``: dl.sample's arguments) records how
+    the model is meant to be sampled; ``load_pretrained(path).sampling`` returns it.
     ``card`` is markdown appended to the README.md model card (say how the model
     was trained); ``metadata`` (JSON-serialisable) is stored in ``ddpm_lib.json``.
     The folder is written next to ``path`` and then moved in place, so an earlier
@@ -308,9 +319,9 @@ def export_pipeline(
     """
     import ddpm_lib
 
-    _check_prediction(prediction)
-    model = _unwrap(model)
-    fmt = "diffusers" if _is_diffusers_unet(model) else "ddpm_lib"
+    _check_prediction(prediction, _DDPM_LIB_PREDICTIONS)
+    model = unwrap_model(model)
+    fmt = "diffusers" if _is_diffusers_unet(model) and prediction in PREDICTION_TO_DIFFUSERS else "ddpm_lib"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -322,8 +333,9 @@ def export_pipeline(
             "ddpm_lib_version": ddpm_lib.__version__,
             "torch_version": torch.__version__,
             "metadata": metadata or {},
+            "sampling": sampling or {},
         }
-        _write_json(tmp / "ddpm_lib.json", info)
+        write_json(tmp / "ddpm_lib.json", info)
         (tmp / "README.md").write_text(_model_card(model, schedule, path.name, fmt, prediction, card))
         _replace_folder(tmp, path)
     finally:
@@ -394,7 +406,7 @@ def _load_ddpm_lib_folder(folder: Path, device: torch.device) -> Pretrained:
     spec = _read_json(spec_file)
     schedule = _schedule_from_dict(_read_json(schedule_file), schedule_file)
     info = _read_json(folder / "ddpm_lib.json")
-    _check_prediction(info.get("prediction"))
+    _check_prediction(info.get("prediction"), _DDPM_LIB_PREDICTIONS)
     try:
         model = build_model(spec)
     except (TypeError, ValueError) as e:
@@ -412,12 +424,12 @@ def _is_pipeline_folder(folder: Path) -> bool:
 
 
 def list_pretrained() -> list[str]:
-    """Names of the models shipped in the repository's ``pretrained/`` folder (chapter 1)."""
-    from .book import PRETRAINED_DIR
-
-    if not PRETRAINED_DIR.is_dir():
+    """Names of the models shipped in the repository's ``pretrained/`` folder (chapter 1); [] without it."""
+    try:
+        root = pretrained_dir()
+    except FileNotFoundError:  # installed without the repository: nothing ships
         return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if p.is_dir() and _is_pipeline_folder(p))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_pipeline_folder(p))
 
 
 def _load_folder(folder: Path, device: torch.device) -> Pretrained:
@@ -461,8 +473,6 @@ def load_pretrained(name_or_path: str | os.PathLike, device: torch.device | str 
     in eval mode on ``device`` (default: CPU). Missing or corrupt files raise an
     error that names the file; an unreachable Hub raises PretrainedUnavailableError.
     """
-    from .book import PRETRAINED_DIR
-
     device = torch.device(device or "cpu")
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
@@ -473,10 +483,11 @@ def load_pretrained(name_or_path: str | os.PathLike, device: torch.device | str 
             f"{path} is a file; load_pretrained needs the folder that export_pipeline wrote."
         )
     if "/" not in text and "\\" not in text and not text.startswith("."):
-        if (PRETRAINED_DIR / text).is_dir():
-            return _load_folder(PRETRAINED_DIR / text, device)
+        folder = pretrained_dir(text)  # a clear error when the package has no repository around it
+        if folder.is_dir():
+            return _load_folder(folder, device)
         raise FileNotFoundError(
-            f"no pretrained model named {text!r} in {PRETRAINED_DIR}; shipped: {list_pretrained()}. "
+            f"no pretrained model named {text!r} in {folder.parent}; shipped: {list_pretrained()}. "
             "Pass a folder path, or a Hub id such as 'google/ddpm-celebahq-256'."
         )
     if _HUB_ID.match(text):

@@ -52,8 +52,8 @@ _MNIST_TRAIN = {
     "lr": 2e-3,
     "warmup_steps": 50,
     "lr_schedule": "cosine",
-    "schedule": "linear",
-    "prediction": "eps",
+    "schedule": "cosine",  # with v-prediction: 51 % recognised after 600 steps, linear + eps 5 % (quality.json)
+    "prediction": "v",
     "ema_decay": 0.995,
     "mixed_precision": "bf16",  # bf16 autocast: faster on CPUs with AVX-512 BF16 and on GPUs
     "channels_last": False,  # measured slower on the CPU
@@ -62,7 +62,7 @@ _MNIST_TRAIN = {
     "log_every": 25,
     "sampler": "dpmpp_2m",  # the sampler it was measured with
     "sample_steps": 20,
-    "clip_x0": 1.0,
+    "clip_x0": None,  # x0 clipping did not help the v-prediction model (quality.json)
 }
 
 # name -> Preset (a plain dict: add your own)

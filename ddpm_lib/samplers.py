@@ -37,10 +37,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .modelcall import call_model
-from .toy import schedule_scales
+from .modelcall import call_model, null_class_of
+from .schedules import KINDS
+from .targets import PREDICTIONS, EDMDenoiser
 
 __all__ = [
+    "DEFAULT_CLIP_X0",
     "DEFAULT_SPACING",
     "SAMPLERS",
     "SPACINGS",
@@ -65,11 +67,17 @@ __all__ = [
     "timesteps",
 ]
 
-PREDICTIONS = ("eps", "x0", "v")
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 SIGMA_SPACINGS = ("karras", "log_snr", "focused")
 SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
 DYNAMIC_THRESHOLD_QUANTILE = 0.995  # Saharia et al. 2022 (Imagen), section 2.3
+# The one default of ``clip_x0`` for dl.sample, make_denoiser, Trainer.sample and the CLI's
+# ``sample``: None, no clipping, since dl.sample also serves data that is not in [-1, 1]
+# (the toys of chapters 4 and 7). Pass clip_x0=1.0 for images in [-1, 1] (diffusers' clip_sample).
+DEFAULT_CLIP_X0: float | str | None = None
+# ᾱ that stands in for ᾱ = 0 at a zero-terminal-SNR step, so that σ stays finite: 2^-24, as
+# diffusers' EulerDiscreteScheduler does with rescale_betas_zero_snr (see ``noise_levels``).
+ZERO_SNR_ALPHA_BAR = 2.0**-24
 
 Denoiser = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 Callback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -142,7 +150,7 @@ def focused_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
 
 
 def _sigma_of_t(schedule, t: torch.Tensor) -> torch.Tensor:
-    a, s = schedule_scales(schedule, t)
+    a, s = schedule.scales(t)  # float64, since t is
     return s / a
 
 
@@ -209,13 +217,22 @@ def noise_levels(
     σ spacings ("karras", "log_snr", "focused") give float timesteps between σ_min and
     σ_max (by default the schedule's own range, σ at t = 0 and at t = T-1; see
     ``karras_sigmas``, ``log_snr_sigmas``, ``focused_sigmas``). Chapter 7.
+
+    Zero terminal SNR (``rescale_zero_terminal_snr``, the "simple" schedule): at
+    t = T-1 a_t = 0 and σ = ∞, where no sampler can step and eps-prediction would
+    divide by a_t = 0. A level at t = T-1 therefore keeps t = T-1 for the network
+    (which was trained there) but computes with ᾱ = 2^-24 (``ZERO_SNR_ALPHA_BAR``, as
+    diffusers' EulerDiscreteScheduler), σ ≈ 4096, or with half the SNR of step T-2 when
+    that is lower still, so σ keeps growing with t; the σ spacings start from that σ.
+    Every grid is checked: finite, σ strictly decreasing, t within [0, T-1].
     """
     T = len(schedule.alphas_cumprod)
     if isinstance(spacing, str):
         if spacing in TIMESTEP_SPACINGS:
             t = timesteps(T, steps, spacing).to(torch.float64)
         elif spacing in SIGMA_SPACINGS:
-            ends = _sigma_of_t(schedule, torch.tensor([0.0, T - 1.0], dtype=torch.float64))
+            a_ends, s_ends = _grid_scales(schedule, torch.tensor([0.0, T - 1.0], dtype=torch.float64))
+            ends = s_ends / a_ends  # σ at t = 0 and t = T-1 (finite: see above)
             lo = float(ends[0]) if sigma_min is None else sigma_min
             hi = float(ends[1]) if sigma_max is None else sigma_max
             if spacing == "karras":
@@ -233,9 +250,49 @@ def noise_levels(
         t = torch.as_tensor(list(spacing), dtype=torch.float64)
         if t.ndim != 1 or len(t) < 1 or (t[1:] >= t[:-1]).any() or t.min() < 0 or t.max() > T - 1:
             raise ValueError(f"explicit timesteps must be strictly decreasing values in [0, {T - 1}]; got {t.tolist()}.")
-    a, s = schedule_scales(schedule, t)
+    a, s = _grid_scales(schedule, t)
     one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    return NoiseLevels(t=t, a=torch.cat([a, one]), s=torch.cat([s, zero]))
+    levels = NoiseLevels(t=t, a=torch.cat([a, one]), s=torch.cat([s, zero]))
+    _check_grid(levels, spacing, T)
+    return levels
+
+
+def _zero_snr_scales(schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, s) that stand in for the step at SNR 0: λ = log(ᾱ / (1 - ᾱ)) with ᾱ = 2^-24, or λ_{T-2} - log 2
+    when that is lower (half the SNR of the last step that has signal), split by the schedule's kind."""
+    lam = math.log(ZERO_SNR_ALPHA_BAR) - math.log1p(-ZERO_SNR_ALPHA_BAR)
+    T = len(schedule.alphas_cumprod)
+    if T > 1:
+        a, s = (float(v) for v in schedule.scales(torch.tensor(T - 2.0, dtype=torch.float64)))
+        if a > 0:
+            lam = min(lam, 2 * (math.log(a) - math.log(s)) - math.log(2))
+    return KINDS[getattr(schedule, "kind", "vp")](torch.tensor(lam, dtype=torch.float64))
+
+
+def _grid_scales(schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a_t, s_t) in float64 at the timesteps t, the step at SNR 0 (a_t = 0) replaced by ``_zero_snr_scales``."""
+    a, s = schedule.scales(t)  # float64, since t is
+    at_zero_snr = a <= 0
+    if bool(at_zero_snr.any()):  # t and the schedule's tables live on the CPU here
+        a_zero, s_zero = _zero_snr_scales(schedule)
+        a, s = torch.where(at_zero_snr, a_zero, a), torch.where(at_zero_snr, s_zero, s)
+    return a, s
+
+
+def _check_grid(levels: NoiseLevels, spacing, T: int) -> None:
+    """Raise unless every level is finite, t lies in [0, T-1] and σ decreases strictly down to 0."""
+    sigma = levels.sigma  # (N+1,), ends with 0
+    finite = bool(torch.isfinite(levels.t).all() and torch.isfinite(levels.a).all() and torch.isfinite(sigma).all())
+    in_range = bool((levels.t >= 0).all() and (levels.t <= T - 1).all())
+    if finite and in_range and bool((sigma[1:] < sigma[:-1]).all()):
+        return
+    where = spacing if isinstance(spacing, str) else "the explicit timesteps"
+    raise ValueError(
+        f"the sampling grid of {where} is not usable: it needs finite levels with σ strictly decreasing to 0 "
+        f"and t in [0, {T - 1}]; got t = {[round(v, 3) for v in levels.t.tolist()]}, "
+        f"σ = {[float(f'{v:.4g}') for v in sigma.tolist()]}. Use fewer steps, another spacing, or "
+        "sigma_min < sigma_max inside the schedule's range."
+    )
 
 
 # ----------------------------------------------------------- the denoiser
@@ -269,42 +326,72 @@ def make_denoiser(
     class_labels: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     null_class: int | None = None,
-    clip_x0: float | str | None = None,
+    clip_x0: float | str | None = DEFAULT_CLIP_X0,
 ) -> Denoiser:
     """Wrap a network as ``denoise(x_t, i) -> (x0_hat, eps_hat)`` at the i-th noise level.
 
+    ``prediction="edm"``: the network is EDM's raw F, evaluated through
+    ``targets.EDMDenoiser`` exactly as it was trained (Karras et al. 2022, eq. 7):
+    x = x_t / a_t and σ = s_t / a_t, then x0_hat = D(x; σ) = c_skip x + c_out F(c_in x; ln(σ)/4).
+
     Classifier-free guidance (Ho & Salimans 2022): with ``null_class`` given, the
     conditional and unconditional passes run as one batch and
-    eps = eps_u + w (eps_c - eps_u) (the same combination of x0_hat). ``clip_x0``
+    eps = eps_u + w (eps_c - eps_u) (the same combination of x0_hat). With
+    ``guidance_scale`` != 1 and no ``null_class``, the model's own null class is used
+    (``modelcall.null_class_of``: K for a network built with ``num_classes=K``). ``clip_x0``
     (a number c or "dynamic") clips x0_hat and recomputes eps_hat from it
-    (chapter 6's pitfall where ᾱ ≈ 0). Chapters 7 and 8.
+    (chapter 6's pitfall where ᾱ ≈ 0); its default is ``DEFAULT_CLIP_X0``. Chapters 7 and 8.
+
+    The grid goes to the device once, cast on the CPU first (MPS has no float64), and
+    the loop reads no value back from the device.
     """
     if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
+        raise ValueError(f"unknown prediction {prediction!r}; use one of {list(PREDICTIONS)}.")
     if null_class is None and guidance_scale != 1.0:
-        raise ValueError(
-            f"guidance_scale={guidance_scale} needs an unconditional model: pass null_class "
-            "(the class index the model was trained with as 'no label') and class_labels."
-        )
+        null_class = null_class_of(model)
+        if null_class is None:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs an unconditional model: pass null_class "
+                "(the class index the model was trained with as 'no label') and class_labels."
+            )
     if null_class is not None and class_labels is None:
         raise ValueError("classifier-free guidance needs class_labels as well as null_class.")
-    integer_grid = bool(torch.all(levels.t == levels.t.round()))
+    a_list, s_list = levels.a.tolist(), levels.s.tolist()  # Python floats: no device reads in the loop
+    edm = EDMDenoiser(model) if prediction == "edm" else None
+    # what the network is told at each level: σ for EDM, else the timestep (an integer when it is one)
+    grid = levels.sigma[:-1] if edm is not None else levels.t
+    integer_grid = edm is None and bool(torch.all(levels.t == levels.t.round()))
+    on_device: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    def network(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def grid_and_labels(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The grid (N,) and the labels (with the null class appended for guidance) on x's device, made once."""
+        key = (x.device, x.dtype)
+        if key not in on_device:
+            dtype = torch.long if integer_grid else torch.promote_types(x.dtype, torch.float32)
+            labels = None if class_labels is None else torch.as_tensor(class_labels).to(x.device)
+            if labels is not None and null_class is not None:
+                labels = labels.long()
+                labels = torch.cat([labels, torch.full_like(labels, null_class)])  # (2B,): conditional, then null
+            on_device[key] = (grid.to(dtype).to(x.device), labels)  # cast on the CPU, then move
+        return on_device[key]
+
+    def evaluate(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return call_model(model, x, t, labels) if edm is None else edm(x, t, labels)
+
+    def network(x: torch.Tensor, i: int) -> torch.Tensor:
+        ts, labels = grid_and_labels(x)
+        t = ts[i].expand(x.shape[0])  # (B,)
         if null_class is None:
-            return call_model(model, x_t, t, class_labels)
-        labels = torch.as_tensor(class_labels, device=x_t.device).long()
-        null = torch.full_like(labels, null_class)
-        out = call_model(model, torch.cat([x_t, x_t]), t.repeat(2), torch.cat([labels, null]))
-        out_c, out_u = out.chunk(2)
-        return out_u + guidance_scale * (out_c - out_u)  # linear, so the same for eps, x0 and v
+            return evaluate(x, t, labels)
+        out_c, out_u = evaluate(torch.cat([x, x]), t.repeat(2), labels).chunk(2)
+        return out_u + guidance_scale * (out_c - out_u)  # linear, so the same for eps, x0, v and EDM's D
 
     def denoise(x_t: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t = levels.t[i].to(x_t.device)
-        t = t.long() if integer_grid else t.to(torch.promote_types(x_t.dtype, torch.float32))
-        t = t.expand(x_t.shape[0])
-        a, s = float(levels.a[i]), float(levels.s[i])
-        x0, eps = _split(prediction, network(x_t, t), x_t, a, s)
+        a, s = a_list[i], s_list[i]
+        if edm is None:
+            x0, eps = _split(prediction, network(x_t, i), x_t, a, s)
+        else:
+            x0, eps = _split("x0", network(x_t / a, i), x_t, a, s)  # D(x; σ) with x = x_t / a_t
         if clip_x0 is not None:
             x0 = _clip(x0, clip_x0)
             eps = (x_t - a * x0) / s
@@ -538,9 +625,11 @@ def sample_euler_ancestral(denoise, x_T, levels, generator=None, callback=None, 
     return x
 
 
-def _langevin_step(x: torch.Tensor, score: torch.Tensor, step: float, z: torch.Tensor) -> torch.Tensor:
-    """x <- x + δ ∇log p(x) + √(2δ) z: one step of Langevin dynamics (Song & Ermon 2019, eq. 4)."""
-    return x + step * score + math.sqrt(2 * step) * z
+def _langevin_step(x: torch.Tensor, score: torch.Tensor, step: float | torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """x <- x + δ ∇log p(x) + √(2δ) z: one step of Langevin dynamics (Song & Ermon 2019, eq. 4).
+
+    δ is a number or a 0-d tensor on x's device (then nothing is read back to the host)."""
+    return x + step * score + (2 * step) ** 0.5 * z
 
 
 def _norms(x: torch.Tensor) -> torch.Tensor:
@@ -562,7 +651,7 @@ def sample_pc(
             _, eps = denoise(x, i)
             score = -eps / s  # ∇log p_t = -ε / s_t
             z = _randn_like(x, generator)
-            step = 2 * alpha * float(snr * _norms(z).mean() / _norms(score).mean()) ** 2  # batch means, as Song et al.
+            step = 2 * alpha * (snr * _norms(z).mean() / _norms(score).mean()) ** 2  # batch means, as Song et al.
             x = _langevin_step(x, score, step, z)
         x0, _ = denoise(x, i)  # predictor
         _notify(callback, i, levels, x, x0)
@@ -642,14 +731,14 @@ def _check_steps(steps: int) -> None:
         raise ValueError(f"steps must be a whole number >= 1; got {steps!r}.")
 
 
-def _model_device_dtype(model, schedule=None) -> tuple[torch.device, torch.dtype]:
+def _model_device_dtype(model, schedule=None) -> tuple[torch.device | None, torch.dtype]:
     """Device and dtype of the model's first parameter; a model without parameters
-    (an exact toy model, a function) follows the schedule's dtype."""
+    (an exact toy model, a function) has no device (None) and follows the schedule's dtype."""
     params = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
     if first is None:
         alphas = getattr(schedule, "alphas_cumprod", None)
-        return torch.device("cpu"), alphas.dtype if torch.is_tensor(alphas) and alphas.is_floating_point() else torch.float32
+        return None, alphas.dtype if torch.is_tensor(alphas) and alphas.is_floating_point() else torch.float32
     return first.device, first.dtype
 
 
@@ -668,7 +757,7 @@ def sample(
     guidance_scale: float = 1.0,
     spacing: str | Sequence[int] | None = None,
     eta: float | None = None,
-    clip_x0: float | str | None = None,
+    clip_x0: float | str | None = DEFAULT_CLIP_X0,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     null_class: int | None = None,
@@ -679,16 +768,21 @@ def sample(
     Args:
         model: ``model(x_t, t)`` (or ``model(x_t, t, class_labels=...)``) returning the
             ``prediction`` ("eps", "x0" or "v"); a diffusers ``UNet2DModel`` works as is.
+            For "edm" the model is EDM's F, called as ``F(c_in x, c_noise)`` (see ``make_denoiser``).
         spacing: "trailing" | "leading" | "linspace" | "karras" | "log_snr", or an explicit
             decreasing list of timesteps; None picks ``DEFAULT_SPACING[sampler]``.
         x_T: standard-normal starting noise (shape); drawn with ``generator`` when None.
             It is scaled to the first noise level by the sampler (× √(a² + s²), i.e. unchanged
             for a variance-preserving schedule), so samplers compared from the same x_T
-            start from the same point.
+            start from the same point. It is moved to the model's device (or ``device``).
+        device, dtype: where and in what dtype to sample; default: the model's first
+            parameter (a model without parameters: x_T's device, else the CPU).
         eta: noise of "ddim" (0: deterministic) and "euler_ancestral" (default 1).
         guidance_scale, null_class: classifier-free guidance with weight w; the model's
-            unconditional class index is ``null_class``.
-        clip_x0: None, a number c (clip x0_hat to [-c, c]) or "dynamic" (Saharia et al. 2022).
+            unconditional class index is ``null_class`` (default: the model's own, see
+            ``modelcall.null_class_of``).
+        clip_x0: None, a number c (clip x0_hat to [-c, c]) or "dynamic" (Saharia et al. 2022);
+            the default ``DEFAULT_CLIP_X0`` (None) is the same for ``Trainer.sample`` and the CLI.
         callback: called as ``callback(i, t, x_t, x0_hat)`` once per step.
         sampler_kwargs: options of the sampler (``variance`` for ddpm, ``snr`` and
             ``n_corrector`` for pc, ``step_size`` and ``n_steps_each`` for langevin) and of
@@ -709,15 +803,14 @@ def sample(
     levels = noise_levels(schedule, steps, DEFAULT_SPACING[sampler] if spacing is None else spacing, **grid_options)
 
     model_device, model_dtype = _model_device_dtype(model, schedule)
+    given = x_T.device if x_T is not None else None
+    device = torch.device(device) if device is not None else model_device or given or torch.device("cpu")
     if x_T is None:
-        device = torch.device(device) if device is not None else model_device
         gen_device = generator.device if generator is not None else device
         x_T = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype or model_dtype)
-        x_T = x_T.to(device)
-    else:
-        if tuple(x_T.shape) != tuple(shape):
-            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}; give matching shapes.")
-        x_T = x_T.to(device=device or x_T.device, dtype=dtype or x_T.dtype)
+    elif tuple(x_T.shape) != tuple(shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={tuple(shape)}; give matching shapes.")
+    x_T = x_T.to(dtype=dtype or x_T.dtype).to(device)  # cast where it is first: MPS has no float64
     if class_labels is not None:
         class_labels = torch.as_tensor(class_labels, device=x_T.device)
     denoise = make_denoiser(model, levels, prediction, class_labels, guidance_scale, null_class, clip_x0)

@@ -56,7 +56,6 @@ from typing import Any
 import torch
 
 __all__ = [
-    "KINDS",
     "SCHEDULES",
     "NoiseSchedule",
     "make_schedule",

@@ -35,7 +35,6 @@ from .schedules import NoiseSchedule, TimeLike
 
 __all__ = [
     "PREDICTIONS",
-    "WEIGHTINGS",
     "EDMDenoiser",
     "edm_loss_weight",
     "edm_preconditioning",

@@ -37,6 +37,7 @@ raises a ``CheckpointError`` naming it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -47,7 +48,7 @@ import random
 import re
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,14 @@ from torch import nn
 
 from . import losses, pipelines, samplers, schedules
 from .models import model_config
+from .models.registry import model_image_shape
+from .models.registry import model_num_classes as _model_num_classes
+from .models.registry import unwrap_model as _unwrap
+from .paths import write_json as _write_json
+from .targets import PREDICTIONS, WEIGHTINGS
 
 __all__ = [
     "EMA",
-    "MIXED_PRECISION",
-    "PREDICTIONS",
     "CheckpointError",
     "NonFiniteLossError",
     "TrainConfig",
@@ -71,12 +75,9 @@ __all__ = [
     "find_checkpoints",
     "latest_checkpoint",
     "load_checkpoint",
-    "lr_factor",
     "save_checkpoint",
 ]
 
-PREDICTIONS = ("eps", "x0", "v", "edm")  # what the network outputs (chapter 6)
-WEIGHTINGS = ("uniform", "min_snr")  # loss weight over t (chapter 6)
 LR_SCHEDULES = ("cosine", "constant")  # after the warm-up
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 AUTO_OR_BOOL = ("auto", True, False)
@@ -102,6 +103,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 64  # images per micro-batch on each process
     max_steps: int = 2000  # optimizer steps in all (a resumed run continues up to this)
+    max_minutes: float | None = None  # wall-clock budget of training; the LR schedule plans against it (see fit)
     lr: float = 2e-4  # peak learning rate η of AdamW
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
     warmup_steps: int = 100  # η rises linearly from η/warmup_steps to η over these steps
@@ -132,6 +134,7 @@ class TrainConfig:
     num_sample_images: int = 16  # images per sample grid (0: no grids)
     sample_steps: int = 25  # sampler steps for the grids
     sampler: str = "dpmpp_2m"  # sampler for the grids (see dl.sample)
+    clip_x0: float | None = samplers.DEFAULT_CLIP_X0  # the grids' x0 clipping (see dl.sample; None: none)
     progress: bool = True  # show a tqdm progress bar
     resume: bool = True  # continue from the newest checkpoint in out_dir when there is one
     seed: int = 0  # seeds the data order, timesteps, noise, label dropout and sample grids
@@ -142,6 +145,10 @@ class TrainConfig:
         _check_non_negative_ints(self, "warmup_steps", "num_workers", "sample_every", "num_sample_images", "seed")
         if not _is_number(self.lr) or not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive number, e.g. 2e-4; got {self.lr!r}.")
+        if self.max_minutes is not None and (not _is_number(self.max_minutes) or not self.max_minutes > 0
+                                             or not math.isfinite(self.max_minutes)):
+            raise ValueError(f"max_minutes must be a positive number of minutes, e.g. 15, or None (no time budget); "
+                             f"got {self.max_minutes!r}.")
         if not _is_number(self.weight_decay) or self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}.")
         if self.grad_clip is not None and (not _is_number(self.grad_clip) or not self.grad_clip > 0):
@@ -169,6 +176,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-friendly dict (``TrainConfig(**d)`` rebuilds it)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        """The training settings of a named recipe in ``dl.PRESETS`` (e.g. "mnist"), with ``overrides``.
+
+        ``dl.preset_model(name)`` builds the recipe's network; ``dl.PRESETS[name]`` also
+        holds its data and the sampler it was measured with (benchmarks/quality.py).
+        """
+        from .presets import get_preset
+
+        return cls(**{**get_preset(name).train, **overrides})
 
 
 def _is_number(v: Any) -> bool:
@@ -209,13 +227,6 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str = "cos
 
 
 # --------------------------------------------------------------------------- EMA
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside torch.compile (``_orig_mod``) and DistributedDataParallel (``module``)."""
-    model = getattr(model, "_orig_mod", model)
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 class EMA:
@@ -490,24 +501,6 @@ def _tensor_source(dataset: Any) -> tuple[int, Any] | None:
     return None
 
 
-def _model_num_classes(model: nn.Module) -> int | None:
-    """K of a class-conditional network (labels 0..K-1, K = null class), else None."""
-    cfg = getattr(_unwrap(model), "config", None) or {}
-    if cfg.get("num_class_embeds") is not None:  # diffusers UNet2DModel: K + 1 rows, the last one null
-        return int(cfg["num_class_embeds"]) - 1
-    k = cfg.get("num_classes")
-    return None if k is None else int(k)
-
-
-def _model_image_shape(model: nn.Module) -> tuple[int | None, int | None]:
-    """(channels, size) the network was built for, None where it does not say."""
-    cfg = getattr(_unwrap(model), "config", None) or {}
-    size = cfg.get("image_size", cfg.get("sample_size"))
-    if isinstance(size, (list, tuple)):
-        size = size[0] if len(set(size)) == 1 else tuple(size)
-    return cfg.get("in_channels"), size
-
-
 # --------------------------------------------------------------------------- trainer
 
 
@@ -566,9 +559,13 @@ class Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                       **_fused_if_possible(self.device))
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # The learning-rate schedule plans against self.planned_steps: cfg.max_steps, or with a
+        # time budget (cfg.max_minutes) the steps the budget is measured to allow (see _plan_budget).
+        self.planned_steps, self.warmup_steps = cfg.max_steps, cfg.warmup_steps
+        self.elapsed_seconds = 0.0  # training time spent so far, resumed runs included
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
-            lambda step: lr_factor(step, cfg.warmup_steps, cfg.max_steps, cfg.lr_schedule))
+            lambda step: lr_factor(step, self.warmup_steps, self.planned_steps, cfg.lr_schedule))
         self.generator = torch.Generator(device=self.device)  # timesteps, noise, label dropout
         self.step = 0  # optimizer steps done
         self.micro_batch = 0  # micro-batches done (per process): the position in the data order
@@ -602,7 +599,8 @@ class Trainer:
                 f"the data has {h} x {w} images but TrainConfig(image_size={cfg.image_size}); load the data with "
                 f"load_images(..., image_size={cfg.image_size}) or set image_size={h}."
             )
-        model_c, model_size = _model_image_shape(model)
+        model_c, model_h, model_w = model_image_shape(model)
+        model_size = model_h if model_h == model_w else (model_h, model_w)
         if model_size is not None and model_size != cfg.image_size:
             raise ValueError(
                 f"the model was built for {model_size} px images but TrainConfig(image_size={cfg.image_size}); "
@@ -686,7 +684,7 @@ class Trainer:
 
     def _loss(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
-        if self.data_on_device and getattr(self.dataset, "flip", False):
+        if self.data_on_device and _flips(self.dataset):
             x0 = self.dataset.augment(x0, generator=self.generator)
         return losses.diffusion_loss(
             self.model, x0, self.schedule, prediction=cfg.prediction, weighting=cfg.weighting,
@@ -695,22 +693,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self) -> TrainHistory:
+    def fit(self, on_step: Callable[[Trainer], None] | None = None) -> TrainHistory:
         """Train up to ``cfg.max_steps`` optimizer steps and return the history (chapters 2 and 10).
 
         Resumes from the newest readable checkpoint in ``out_dir`` (``cfg.resume``).
+        With a time budget ``cfg.max_minutes`` the run stops cleanly (checkpoint, sample
+        grid) once that much training time is spent, resumed parts included, or at
+        ``max_steps``, whichever comes first. The learning-rate schedule then plans
+        against the steps the budget allows, measured on this machine as training goes
+        (so such runs resume correctly but not bit for bit); a budget too short for the
+        warm-up shortens the warm-up, with a warning.
+        ``on_step(trainer)`` is called after every optimizer step (not counted in the time
+        budget), e.g. to keep snapshots of ``trainer.ema_model`` along the way.
         Raises ``NonFiniteLossError`` (a ``FloatingPointError``) when the loss
         becomes NaN or infinite; the last good checkpoint stays on disk.
         """
         cfg, acc = self.cfg, self.accelerator
         lock = _RunLock(self.out_dir) if self.is_main else None
         try:
-            return self._fit(cfg, acc)
+            return self._fit(cfg, acc, on_step)
         finally:
             if lock is not None:
                 lock.release()
 
-    def _fit(self, cfg: TrainConfig, acc: Any) -> TrainHistory:
+    def _fit(self, cfg: TrainConfig, acc: Any, on_step: Callable[[Trainer], None] | None) -> TrainHistory:
         resumed = self._resume() if cfg.resume else False
         if not resumed:
             self._fresh_start()
@@ -718,7 +724,7 @@ class Trainer:
             _write_json(self.out_dir / "config.json", {"train_config": cfg.to_dict(), "model": self.model_config,
                                                        "num_processes": self.world_size})
             self._rewrite_csv()
-        if self.step >= cfg.max_steps:
+        if self.step >= cfg.max_steps or self.budget_spent:
             return self.history
 
         from tqdm.auto import tqdm
@@ -728,6 +734,7 @@ class Trainer:
         batches = self._batch_iterator()
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no sync per step
         n_losses, since_step, since_time = 0, self.step, time.perf_counter()
+        clock = _BudgetClock(self.step, self.elapsed_seconds)
         self.model.train()
         try:
             while self.step < cfg.max_steps:
@@ -749,8 +756,11 @@ class Trainer:
                 self.ema.update(self.model)
                 self.step += 1
                 bar.update(1)
+                self.elapsed_seconds = clock.elapsed()
+                if cfg.max_minutes is not None:
+                    self._plan_budget(clock)
 
-                last = self.step == cfg.max_steps
+                last = self.step == cfg.max_steps or self.budget_spent
                 save = last or self.step % cfg.checkpoint_every == 0
                 if save or self.step % cfg.log_every == 0:
                     mean_loss = acc.reduce(loss_sum / n_losses, reduction="mean").item()
@@ -765,12 +775,43 @@ class Trainer:
                 if save:
                     self.save()
                 if cfg.num_sample_images and (last or (cfg.sample_every and self.step % cfg.sample_every == 0)):
-                    self.save_sample_grid()
+                    with clock.paused():  # sample grids do not count against the time budget
+                        self.save_sample_grid()
                 if save or self.step % cfg.log_every == 0:
                     since_time = time.perf_counter()  # images/s counts training only
+                if on_step is not None:
+                    with clock.paused():
+                        on_step(self)
+                if last:
+                    break
         finally:
             bar.close()
         return self.history
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether the time budget ``cfg.max_minutes`` (if any) has been used up."""
+        budget = self.cfg.max_minutes
+        return budget is not None and self.elapsed_seconds >= 60 * budget
+
+    def _plan_budget(self, clock: _BudgetClock) -> None:
+        """Set ``planned_steps`` to the steps the time budget allows at the speed measured so far."""
+        cfg = self.cfg
+        speed = clock.steps_per_second(self.step)
+        if speed is None:
+            return
+        left = 60 * cfg.max_minutes - self.elapsed_seconds
+        self.planned_steps = max(self.step + 1, min(cfg.max_steps, self.step + int(left * speed)))
+        if not clock.planned_once:
+            clock.planned_once = True
+            if self.warmup_steps > self.planned_steps // 5:
+                shorter = max(1, self.planned_steps // 10)
+                warnings.warn(
+                    f"a budget of {cfg.max_minutes:g} min allows about {self.planned_steps} steps on this machine, "
+                    f"too few for warmup_steps={self.warmup_steps}: the warm-up is shortened to {shorter} steps "
+                    "(a tenth of the run) so that training does not spend its time at a tiny learning rate.",
+                    stacklevel=3)
+                self.warmup_steps = shorter
 
     def _check_finite(self, mean_loss: float, since_step: int) -> None:
         if math.isfinite(mean_loss):
@@ -826,6 +867,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "model_config": self.model_config,
             "history": list(self.history.rows),
+            "budget": {"elapsed_seconds": self.elapsed_seconds, "planned_steps": self.planned_steps,
+                       "warmup_steps": self.warmup_steps},
         }
         state["sha256"] = _state_digest(state)
         return state
@@ -869,6 +912,10 @@ class Trainer:
         if self.accelerator.scaler is not None and state.get("scaler") is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.step, self.micro_batch = int(state["step"]), int(state["micro_batch"])
+        budget = state.get("budget") or {}  # absent in checkpoints of older versions
+        self.elapsed_seconds = float(budget.get("elapsed_seconds", 0.0))
+        self.planned_steps = int(budget.get("planned_steps", self.cfg.max_steps))
+        self.warmup_steps = int(budget.get("warmup_steps", self.cfg.warmup_steps))
         self.history.rows = [dict(r) for r in state["history"]]
         rng = state["rng"]
         if len(rng) == self.world_size:
@@ -883,15 +930,19 @@ class Trainer:
     @torch.no_grad()
     def sample(self, n: int | None = None, steps: int | None = None, seed: int | None = None,
                class_labels: torch.Tensor | None = None, guidance_scale: float = 1.0,
-               clip_x0: float | None = 1.0) -> torch.Tensor:
+               clip_x0: float | str | None = "config") -> torch.Tensor:
         """Draw ``n`` images from the EMA network, shaped (n, C, H, W) in [-1, 1] (chapter 2).
 
-        Class-conditional models get labels 0, 1, 2, ... (cycling) unless ``class_labels`` is given.
-        ``clip_x0=1`` keeps each step's x0_hat in the data range [-1, 1] (diffusers' ``clip_sample``):
-        without it a schedule whose ᾱ_{T-1} is almost 0 (e.g. "cosine") blows up the first steps.
-        Uses its own generator, so the training run's random state is untouched.
+        The same call as ``dl.sample(trainer.ema_model, ..., prediction=cfg.prediction)`` with
+        ``cfg.sampler`` and ``cfg.sample_steps``; an "edm" network is sampled through
+        ``EDMDenoiser`` as it was trained. Class-conditional models get labels 0, 1, 2, ...
+        (cycling) unless ``class_labels`` is given. ``clip_x0`` defaults to ``cfg.clip_x0``
+        (itself dl.sample's default, ``samplers.DEFAULT_CLIP_X0``, unless set); ``clip_x0=1`` keeps each step's x0_hat in the data range
+        [-1, 1] (diffusers' ``clip_sample``). Uses its own generator, so the training run's
+        random state is untouched.
         """
         cfg = self.cfg
+        clip_x0 = cfg.clip_x0 if clip_x0 == "config" else clip_x0
         n = n or cfg.num_sample_images
         model = self.ema_model
         c = _split_item(self.dataset[0])[0].shape[0]
@@ -901,10 +952,9 @@ class Trainer:
             if class_labels is None:
                 class_labels = torch.arange(n, device=self.device) % self.num_classes
             null = self.num_classes if guidance_scale != 1.0 else None
-        network, prediction = _sampling_view(model, cfg.prediction, self.schedule)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            x = samplers.sample(network, (n, c, cfg.image_size, cfg.image_size), self.schedule, sampler=cfg.sampler,
-                                steps=steps or cfg.sample_steps, prediction=prediction, generator=g,
+            x = samplers.sample(model, (n, c, cfg.image_size, cfg.image_size), self.schedule, sampler=cfg.sampler,
+                                steps=steps or cfg.sample_steps, prediction=cfg.prediction, generator=g,
                                 class_labels=class_labels, guidance_scale=guidance_scale, null_class=null,
                                 clip_x0=clip_x0)
         return x.clamp(-1, 1)
@@ -923,30 +973,54 @@ class Trainer:
         return path
 
     def export(self, path: str | os.PathLike, ema: bool = True, card: str | None = None) -> Path:
-        """Write the (EMA) network and schedule as a pipeline folder with ``dl.export_pipeline`` (chapter 10)."""
+        """Write the (EMA) network and schedule as a pipeline folder with ``dl.export_pipeline`` (chapter 10).
+
+        An "edm" network goes into a ddpm_lib folder whose ``prediction`` is "edm", so that
+        ``dl.load_pretrained`` and ``dl.sample(pre.model, ..., prediction=pre.prediction)`` sample
+        it exactly as ``trainer.sample()`` does."""
         model = self.ema_model if ema else self.unwrapped_model
         model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
-        pipelines.export_pipeline(model, self.schedule, path, prediction=self.cfg.prediction, card=card,
-                                  metadata={"train_config": self.cfg.to_dict(), "step": self.step})
+        cfg = self.cfg
+        pipelines.export_pipeline(model, self.schedule, path, prediction=cfg.prediction, card=card,
+                                  metadata={"train_config": cfg.to_dict(), "step": self.step},
+                                  sampling={"sampler": cfg.sampler, "steps": cfg.sample_steps, "clip_x0": cfg.clip_x0})
         return Path(path)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _sampling_view(model: nn.Module, prediction: str, schedule: Any) -> tuple[Any, str]:
-    """(network, prediction) for dl.sample: an "edm" network is wrapped to return x0_hat."""
-    if prediction != "edm":
-        return model, prediction
-    from .targets import split_prediction
+class _BudgetClock:
+    """Training time of a ``fit`` call: seconds since it began plus those of earlier (resumed) parts.
 
-    def x0_network(x_t, t, class_labels=None):
-        from .modelcall import call_model
+    ``paused()`` stops the clock (sample grids); ``steps_per_second`` is the speed
+    since the third step of this call (the first ones include one-off set-up work).
+    """
 
-        out = call_model(model, x_t, t, class_labels)
-        return split_prediction("edm", out, x_t, t, schedule)[0]
+    def __init__(self, step: int, elapsed_before: float):
+        self.start, self.before, self.pause_total = time.perf_counter(), elapsed_before, 0.0
+        self.first_step, self.mark = step, None  # (step, time) where speed measuring starts
+        self.planned_once = False
 
-    return x0_network, "x0"
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.start - self.pause_total
+
+    def steps_per_second(self, step: int) -> float | None:
+        now = time.perf_counter() - self.pause_total
+        if self.mark is None:
+            if step - self.first_step >= 2:
+                self.mark = (step, now)
+            return None
+        done, seconds = step - self.mark[0], now - self.mark[1]
+        return done / seconds if done >= 3 and seconds > 0 else None
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.pause_total += time.perf_counter() - began
 
 
 class _RunLock:
@@ -997,12 +1071,24 @@ def _check_out_dir(out_dir: Path) -> Path:
 
 
 def _resolve_mixed_precision(cfg: TrainConfig) -> str:
-    """"auto": bf16 on GPUs that support it, fp16 (with loss scaling) on older GPUs, "no" elsewhere."""
+    """"auto": bf16 on GPUs that have it in hardware, fp16 (with loss scaling) on older GPUs, "no" elsewhere."""
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision
     if cfg.cpu or not torch.cuda.is_available():
         return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if _native_bf16() else "fp16"
+
+
+def _native_bf16() -> bool:
+    """True when the GPU computes in bf16 itself (compute capability >= 8, Ampere on).
+
+    ``torch.cuda.is_bf16_supported()`` alone is also True on a T4 (7.5), which only
+    emulates bf16 and where cuDNN has no bf16 convolutions: fp16 is the fast choice there.
+    """
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no including_emulation and did not count emulation
+        return torch.cuda.get_device_capability()[0] >= 8
 
 
 def _make_accelerator(cfg: TrainConfig):
@@ -1029,6 +1115,11 @@ def _fused_if_possible(device: torch.device) -> dict[str, bool]:
     return {"fused": True} if device.type in ("cuda", "cpu") else {}
 
 
+def _flips(dataset: Any) -> bool:
+    """True for a ``dl.load_images`` dataset made with ``flip=True`` (a tensor's ``.flip`` is a method, not this)."""
+    return getattr(dataset, "flip", False) is True and callable(getattr(dataset, "augment", None))
+
+
 def _check_range(images: torch.Tensor) -> None:
     lo, hi = (float(v) for v in torch.aminmax(images))
     if hi > 1.5 or lo < -1.5:
@@ -1044,14 +1135,6 @@ def _describe(model: nn.Module) -> dict[str, Any] | None:
         return model_config(_unwrap(model))
     except (ValueError, TypeError):
         return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -21,24 +21,46 @@ def test_mnist_features_equal_classifier_features(digits):
     assert fd == pytest.approx(dl.domain_fd(digits[:32], digits[32:]).value, rel=1e-4)
 
 
-def test_inception_branch_feeds_uint8_batches(monkeypatch, digits):
+def test_inception_branch_feeds_what_torchmetrics_feeds(monkeypatch, digits):
+    """The uint8 batches reaching Inception are those torchmetrics' own FID.update makes (normalize=True).
+
+    The reference is torchmetrics' code, not a copy of ours: its FrechetInceptionDistance
+    gets the recording network, is fed [0, 1] three-channel images made here, and
+    converts them itself (the conversion it applies whenever its built-in network is used).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     seen = []
 
-    class FakeInception(torch.nn.Module):
+    class RecordingInception(torch.nn.Module):
+        num_features = 3
+
         def forward(self, x):
-            seen.append((x.dtype, tuple(x.shape)))
+            seen.append(x.clone())
             return x.float().mean(dim=(2, 3))  # (B, 3)
 
+    network = RecordingInception()
+
     class FakeMetric:
-        inception = FakeInception()
+        inception = network
 
     monkeypatch.setattr(evaluate, "_resolve_feature", lambda feature: ("inception", ""))
     monkeypatch.setattr(evaluate, "_make_inception_metric", lambda name, **kw: FakeMetric())
-    f = dl.image_features(digits[:10], feature="inception", batch_size=4)
+    # digits plus values on both sides of every uint8 boundary and outside [-1, 1]
+    images = torch.cat([digits[:9], torch.linspace(-1.2, 1.2, 3 * 32 * 32).reshape(1, 3, 32, 32)[:, :1]])
+    f = dl.image_features(images, feature="inception", batch_size=4)
+    ours, seen[:] = list(seen), []
     assert f.shape == (10, 3) and f.dtype == torch.float64
-    assert seen == [(torch.uint8, (4, 3, 32, 32)), (torch.uint8, (4, 3, 32, 32)), (torch.uint8, (2, 3, 32, 32))]
-    expected = ((digits[:10] + 1) / 2 * 255).byte().float().mean(dim=(1, 2, 3))
-    torch.testing.assert_close(f[:, 0], expected.double())
+    assert [(x.dtype, tuple(x.shape)) for x in ours] == [(torch.uint8, (4, 3, 32, 32))] * 2 + [(torch.uint8, (2, 3, 32, 32))]
+
+    reference = FrechetInceptionDistance(feature=network, normalize=True)
+    reference.used_custom_model = False  # so that update() converts [0, 1] floats to uint8 as for its own network
+    unit = ((images.float() + 1) / 2).clamp(0, 1).repeat(1, 3, 1, 1)  # [0, 1], 3 channels
+    for i in range(0, len(unit), 4):
+        reference.update(unit[i: i + 4], real=True)
+    assert len(seen) == len(ours)
+    for a, b in zip(ours, seen):
+        assert b.dtype == torch.uint8 and torch.equal(a, b)
 
 
 def test_inception_unavailable_is_a_clear_error(monkeypatch, digits):

@@ -168,10 +168,45 @@ def test_jpeg_roundtrip_shapes_and_error():
         dl.jpeg_roundtrip(x, 0)
 
 
-def test_inception_status_is_fast():
+def test_inception_status_names_each_reason(monkeypatch, tmp_path):
+    """Each branch: package missing, weights cached, not cached and offline, not cached but online."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import fails
+    assert dl.inception_status() == (False, "the package torch-fidelity is not installed (pip install torch-fidelity)")
+    monkeypatch.setitem(sys.modules, "torch_fidelity", types.ModuleType("torch_fidelity"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    asked = []
+    monkeypatch.setattr(ev, "host_reachable", lambda host, port, timeout: asked.append((host, port)) or False)
+    ok, why = dl.inception_status(timeout=0.5)
+    assert not ok and "offline" in why and asked == [("github.com", 443)]
+    monkeypatch.setattr(ev, "host_reachable", lambda host, port, timeout: True)
+    assert dl.inception_status()[0] is True
+    weights = tmp_path / "checkpoints" / ev.INCEPTION_WEIGHTS_URL.rsplit("/", 1)[-1]
+    weights.parent.mkdir()
+    weights.write_bytes(b"")
+    monkeypatch.setattr(ev, "host_reachable", lambda *a, **k: pytest.fail("cached weights need no network"))
+    ok, why = dl.inception_status()
+    assert ok and str(weights) in why
+
+
+def test_host_reachable_is_bounded_by_its_timeout(monkeypatch):
+    """A listening port is reachable, a closed one is not, and a hanging lookup returns after the timeout."""
+    import socket
+
+    from ddpm_lib.data import host_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert host_reachable("127.0.0.1", port, timeout=5.0)
+    assert not host_reachable("127.0.0.1", port, timeout=5.0)  # closed now
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
     start = time.perf_counter()
-    ok, why = dl.inception_status(timeout=2.0)
-    assert isinstance(ok, bool) and why and time.perf_counter() - start < 10
+    assert not host_reachable("example.invalid", 443, timeout=0.5)
+    assert time.perf_counter() - start < 5
 
 
 def test_auto_falls_back_visibly_and_inception_request_fails(monkeypatch, capsys, mnist_features):

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDPMPipeline
 
 import ddpm_lib as dl
-from ddpm_lib import book
+from ddpm_lib import paths
 from ddpm_lib.models import BasicUNet, DiT, UNet, diffusers_unet
 from ddpm_lib.pipelines import (
     PretrainedUnavailableError,
@@ -263,7 +263,7 @@ def test_bare_name_resolves_to_pretrained_dir(exported, tmp_path, monkeypatch):
 
     shutil.copytree(exported["diffusers"], tmp_path / "ddpm-mnist")
     (tmp_path / "mnist-classifier").mkdir()  # not a pipeline: not listed
-    monkeypatch.setattr(book, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(paths, "PRETRAINED_DIR", tmp_path)
     assert list_pretrained() == ["ddpm-mnist"]
     pre = load_pretrained("ddpm-mnist")
     assert pre.pipeline_dir == tmp_path / "ddpm-mnist"
@@ -276,10 +276,21 @@ def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(book, "PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr(paths, "PRETRAINED_DIR", tmp_path)
     (tmp_path / "ddpm-mnist").mkdir()
     (tmp_path / "ddpm-mnist" / "model_index.json").write_text("{}")
     with pytest.raises(
         PretrainedUnavailableError, match=r"google/ddpm-celebahq-256.*load_pretrained\('ddpm-mnist'\)"
     ):
         load_pretrained("google/ddpm-celebahq-256")
+
+
+def test_installed_without_the_repository_is_a_clear_error(tmp_path, monkeypatch):
+    """A bare name needs the repository's pretrained/ folder; without it the error says why and what to do."""
+    monkeypatch.setattr(paths, "PRETRAINED_DIR", tmp_path / "site-packages" / "pretrained")
+    assert list_pretrained() == []
+    with pytest.raises(FileNotFoundError, match=r"installed without the book's repository.*pip install -e"):
+        load_pretrained("ddpm-mnist")
+    with pytest.raises(FileNotFoundError, match=r"installed without the book's repository"):
+        dl.evaluate._load_classifier_cached.cache_clear()
+        dl.load_mnist_classifier()
