@@ -9,6 +9,7 @@ the processes then talk over gloo, exactly as on a CPU cluster.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -43,6 +44,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on right now (a fixed one collides with other runs on the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_hold_the_same_weights(tmp_path):
     script, out = tmp_path / "script.py", tmp_path / "run"
     script.write_text(SCRIPT)
@@ -50,7 +58,7 @@ def test_two_processes_hold_the_same_weights(tmp_path):
     cmd = [str(launcher)] if launcher.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
     cmd += ["launch"] if launcher.exists() else []
     cmd += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", "29517", str(script), str(out)]
+            "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script), str(out)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-3000:]

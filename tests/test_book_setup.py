@@ -10,7 +10,10 @@ def test_setup_reads_the_profile(monkeypatch):
     monkeypatch.setenv("DDPM_BOOK_PROFILE", "smoke")
     cfg = book.setup(2, verbose=False)
     assert cfg.profile == "smoke" and cfg.chapter == 2
-    assert cfg.train_steps > 0 and cfg.batch_size > 0
+    monkeypatch.setenv("DDPM_BOOK_PROFILE", "cpu")
+    cpu = book.setup(2, verbose=False)
+    assert cpu.profile == "cpu"
+    assert 1 <= cfg.train_steps < cpu.train_steps  # the profile changes the sizes, smoke is the smaller
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.batch_size = 3
 
@@ -35,11 +38,24 @@ def test_setup_seeds_everything(monkeypatch):
 
 
 def test_every_chapter_has_sizes_for_every_profile(monkeypatch):
+    """Usable sizes everywhere (whole numbers, images a UNet can halve twice), smoke never above cpu, cpu never
+    above gpu: the test profile must stay the cheapest."""
+    sizes = {}
     for profile in book.PROFILES:
         monkeypatch.setenv("DDPM_BOOK_PROFILE", profile)
         for chapter in range(1, 11):
             cfg = book.setup(chapter, verbose=False)
-            assert cfg.image_size > 0 and cfg.num_samples > 0
+            for name in ("image_size", "num_samples", "batch_size", "sample_steps"):
+                value = getattr(cfg, name)
+                assert isinstance(value, int) and value >= 1, (profile, chapter, name, value)
+            assert cfg.image_size % 4 == 0, (profile, chapter, cfg.image_size)
+            sizes[profile, chapter] = cfg
+    for chapter in range(1, 11):
+        smoke, cpu, gpu = (sizes[p, chapter] for p in ("smoke", "cpu", "gpu"))
+        for name in ("train_steps", "num_samples", "sample_steps"):
+            assert getattr(smoke, name) <= getattr(cpu, name), (chapter, name)
+        assert smoke.image_size <= cpu.image_size <= gpu.image_size, chapter
+        assert cpu.train_steps <= gpu.train_steps, chapter
 
 
 def test_unknown_setting_is_a_clear_error(monkeypatch):

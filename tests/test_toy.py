@@ -58,6 +58,10 @@ def test_single_gaussian_denoiser_is_the_wiener_filter(schedule):
          for x_i, a_i, s_i in zip(x, a, s)]
     )
     torch.testing.assert_close(g.denoise_x0(x, t, schedule), expected, rtol=1e-10, atol=1e-10)
+    # v = a ε - s x_0 with ε = (x_t - a x_0) / s: E[v | x_t] = (a x_t - (a² + s²) E[x_0 | x_t]) / s
+    a_, s_ = a[:, None], s[:, None]
+    expected_v = (a_ * x - (a_**2 + s_**2) * expected) / s_
+    torch.testing.assert_close(g.predict_v(x, t, schedule), expected_v, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("mixture", [dl.make_2d_mixture("spiral"), dl.make_mixture(8, k=3, seed=2)])
@@ -69,7 +73,9 @@ def test_predictors_are_consistent(mixture, schedule):
     eps = mixture.predict_eps(x, t, schedule)
     torch.testing.assert_close(a * x0 + s * eps, x, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(x0, (x + s**2 * mixture.score(x, t, schedule)) / a, rtol=1e-7, atol=1e-7)
-    torch.testing.assert_close(mixture.predict_v(x, t, schedule), a * eps - s * x0)
+    # v through the library's own conversion (targets.x0_to_v: v = (a x_t - (a² + s²) x0) / s), not the toy's
+    torch.testing.assert_close(mixture.predict_v(x, t, schedule), dl.x0_to_v(x0, x, t, schedule),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_optimal_denoiser_beats_perturbations(schedule):

@@ -229,7 +229,10 @@ def test_kill_9_at_random_moments_then_resume_gives_identical_weights(tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     ref = _run(script, reference)  # uninterrupted, alongside the interrupted one
 
-    rng = random.Random(int(time.time()))
+    # Random kill moments; the seed is printed (pytest shows it when the test fails) and can be replayed.
+    seed = int(os.environ.get("DDPM_TEST_KILL_SEED", time.time_ns() % 2**32))
+    print(f"kill timing seed {seed}: replay with DDPM_TEST_KILL_SEED={seed}")
+    rng = random.Random(seed)
     assert _kill_when_checkpointed(script, interrupted, 8, rng), "the run ended before it could be killed"
     first_kill = max(int(p.stem.split("_")[1]) for p in find_checkpoints(interrupted))
     # killed halfway through writing a later checkpoint: the previous one must survive
