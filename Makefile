@@ -51,7 +51,11 @@ book-force: $(STAMP)
 	rm -rf _build/.jupyter_cache
 	$(MAKE) book
 
-test-site: book
+# Needs Debian's chromium (`apt-get install chromium`), which Playwright drives: checked
+# first, so that a missing browser does not wait for the book to build.
+test-site: $(STAMP)
+	@$(PY) tests/site/check_site.py --find-chromium
+	$(MAKE) book
 	$(PY) tests/site/check_site.py _build/html
 
 strip: $(STAMP)

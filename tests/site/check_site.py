@@ -6,10 +6,20 @@ Serves the built site on localhost, opens every page in headless Chromium (Debia
 * no page shows an error or a traceback in its outputs,
 * every image has loaded,
 * the math has been typeset by MathJax (served from the book, no CDN),
-* every internal link resolves to a file of the site.
+* every internal link resolves to a file of the site,
+* at a 1280 x 900 window no code cell (its code, its text outputs, its tables) and no
+  code block is wider than its column: each one that would need a horizontal scroll
+  bar is reported as "cell N (input|output) is W px wide in a C px column", with the
+  length of its longest line and its first line, so that it can be found and shortened
+  (cells folded away with hide-input/hide-output are unfolded and checked too),
+* on each chapter at 800, 1280 and 1920 px the chapter list and the page's table of
+  contents are either shown or reachable through a visible button, and the buttons
+  open them.
 
-It saves a full-page screenshot of each chapter to ``_build/screenshots``. Exits 1 and
-lists the problems when any check fails.
+It saves full-page screenshots of each chapter at 1280, 1920 and 800 px to
+``_build/screenshots`` (``<chapter>_<width>.png``, beside the html folder). Exits 1 and
+lists the problems when any check fails. ``--find-chromium`` only prints the browser it
+would use (``make test-site`` calls it before building the book).
 """
 
 from __future__ import annotations
@@ -22,6 +32,12 @@ import sys
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+WIDTH_CHECKED = 1280  # window width at which code and outputs must fit their column
+SCREENSHOT_WIDTHS = (1280, 1920, 800)
+TOLERANCE_PX = 2
 
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -42,10 +58,131 @@ def serve(root: Path) -> tuple[socketserver.TCPServer, int]:
         def log_message(self, *args):  # keep the report readable
             pass
 
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):  # the browser closing a connection early
+            if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+                super().handle_error(request, client_address)
+
     handler = functools.partial(Quiet, directory=str(root))
-    server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+    server = Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.server_address[1]
+
+
+# Every code input and output of every cell (and every code block outside cells) whose
+# content is wider than the box it is shown in; tables are compared with their output
+# area. Folded cells (details, hide-input / hide-output) are unfolded first.
+WIDE_CELLS_JS = """
+(tolerance) => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });
+  const found = [];
+  const article = document.querySelector('article.bd-article') || document.querySelector('.bd-article');
+  const content = el => {
+    const cs = getComputedStyle(el);
+    return el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  };
+  const shown = el => el.getClientRects().length > 0;
+  const describe = el => {
+    const lines = (el.innerText || '').split('\\n');
+    const first = (lines.find(l => l.trim()) || '').trim();
+    return {longest: Math.max(0, ...lines.map(l => l.length)),
+            first: first.length > 60 ? first.slice(0, 57) + '...' : first};
+  };
+  const check = (where, kind, el) => {
+    if (!shown(el)) return;
+    let width, column;
+    if (el.tagName === 'TABLE') {
+      const box = el.closest('.output, .cell_output') || el.parentElement;
+      width = Math.ceil(Math.max(el.scrollWidth, el.getBoundingClientRect().width));
+      column = Math.floor(content(box));
+    } else {
+      width = el.scrollWidth;
+      column = el.clientWidth;
+    }
+    if (width > column + tolerance) found.push({where, kind, width, column, ...describe(el)});
+  };
+  const cells = Array.from(document.querySelectorAll('div.cell'));
+  cells.forEach((cell, i) => {
+    const where = `cell ${i + 1}`;
+    cell.querySelectorAll('.cell_input pre').forEach(el => check(where, 'input', el));
+    cell.querySelectorAll('.cell_output pre, .cell_output table').forEach(el => check(where, 'output', el));
+    if (article && shown(cell)) {  // anything else that makes the cell wider than the article
+      const right = article.getBoundingClientRect().right - parseFloat(getComputedStyle(article).paddingRight);
+      const cellRect = cell.getBoundingClientRect();
+      const width = Math.max(cell.scrollWidth, Math.ceil(cellRect.width));
+      if (cellRect.left + width > right + tolerance
+          && !found.some(f => f.where === where))
+        found.push({where, kind: 'cell', width, column: Math.floor(right - cellRect.left), longest: 0, first: ''});
+    }
+  });
+  if (article) {
+    Array.from(article.querySelectorAll('div[class*="highlight-"] pre'))
+      .filter(el => !el.closest('div.cell'))
+      .forEach((el, i) => check(`code block ${i + 1}`, 'block', el));
+  }
+  return found;
+}
+"""
+
+# Whether the chapter list (primary) and the page's table of contents (secondary) are on
+# screen, or else a visible button opens them.
+NAVIGATION_JS = """
+() => {
+  const onScreen = (el, minWidth) => {
+    if (!el || !el.getClientRects().length) return false;
+    const r = el.getBoundingClientRect(), cs = getComputedStyle(el);
+    return cs.visibility !== 'hidden' && r.width >= minWidth && r.left >= -1 && r.right <= innerWidth + 1;
+  };
+  const sidebar = sel => onScreen(document.querySelector(sel), 100);
+  const button = sel => Array.from(document.querySelectorAll(sel)).find(b => onScreen(b, 10)) ? sel : null;
+  return {
+    primary: sidebar('#pst-primary-sidebar') ? 'shown' : button('button.primary-toggle'),
+    secondary: !document.querySelector('#pst-secondary-sidebar .page-toc') ? 'none'
+      : sidebar('#pst-secondary-sidebar') ? 'shown' : button('button.secondary-toggle'),
+  };
+}
+"""
+
+
+def navigation_problems(page, width: int) -> list[str]:
+    """At the current window width: both sidebars are shown or open from a visible button."""
+    problems = []
+    nav = page.evaluate(NAVIGATION_JS)
+    for side, dialog in (("primary", "#pst-primary-sidebar-modal"), ("secondary", "#pst-secondary-sidebar-modal")):
+        what = "the chapter list" if side == "primary" else "the page's table of contents"
+        state = nav[side]
+        if state in ("shown", "none"):
+            continue
+        if state is None:
+            problems.append(f"at {width} px {what} is neither shown nor reachable by a visible button")
+            continue
+        page.locator(state).filter(visible=True).first.click()
+        try:
+            page.wait_for_function(
+                f"() => {{ const d = document.querySelector('{dialog}');"
+                " return d && d.open && d.querySelectorAll('a[href]').length > 0"
+                " && d.getBoundingClientRect().right > 100; }",
+                timeout=3000,
+            )
+        except PlaywrightTimeout:
+            problems.append(f"at {width} px the button for {what} does not open it")
+        page.keyboard.press("Escape")
+        page.wait_for_function(f"() => !document.querySelector('{dialog}').open", timeout=3000)
+        # Leave no hover or focus behind: its tooltip would show in the next screenshot.
+        page.mouse.move(1, page.viewport_size["height"] - 1)
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    return problems
+
+
+def wide_cells(page) -> list[str]:
+    """The cells (and code blocks) wider than their column at the current window width."""
+    return [
+        f"{f['where']} ({f['kind']}) is {f['width']} px wide in a {f['column']} px column"
+        + (f" (longest line {f['longest']} characters: {f['first']!r})" if f["first"] else "")
+        for f in page.evaluate(WIDE_CELLS_JS, TOLERANCE_PX)
+    ]
 
 
 def page_problems(page, url: str, root: Path, base: str) -> list[str]:
@@ -58,7 +195,7 @@ def page_problems(page, url: str, root: Path, base: str) -> list[str]:
                 " && document.querySelectorAll('mjx-container').length > 0",
                 timeout=20000,
             )
-        except Exception:
+        except PlaywrightTimeout:
             problems.append("math was not typeset by MathJax")
     for selector, what in [(".output.traceback, .output .ansi-red-fg, div.output.error", "an error output"),
                            (".cell_output .output.stderr:has-text('Traceback')", "a traceback")]:
@@ -83,6 +220,9 @@ def page_problems(page, url: str, root: Path, base: str) -> list[str]:
 def main(argv: list[str]) -> int:
     from playwright.sync_api import sync_playwright
 
+    if argv[1:] == ["--find-chromium"]:
+        print(f"chromium: {find_chromium()}")
+        return 0
     root = Path(argv[1] if len(argv) > 1 else "_build/html").resolve()
     if not (root / "index.html").exists():
         raise SystemExit(f"{root} has no index.html: build the book first (`make book`)")
@@ -94,7 +234,7 @@ def main(argv: list[str]) -> int:
     report: dict[str, list[str]] = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": WIDTH_CHECKED, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         for path in pages:
@@ -104,7 +244,12 @@ def main(argv: list[str]) -> int:
             for e in errors:  # reported, not failed: the theme itself raises some (sphinx-thebe)
                 print(f"note {rel}: JavaScript error: {e}")
             if rel.startswith("notebooks/"):
-                page.screenshot(path=str(shots / (path.stem + ".png")), full_page=True)
+                for width in SCREENSHOT_WIDTHS:
+                    page.set_viewport_size({"width": width, "height": 900})
+                    page.screenshot(path=str(shots / f"{path.stem}_{width}.png"), full_page=True)
+                    problems += navigation_problems(page, width)
+                page.set_viewport_size({"width": WIDTH_CHECKED, "height": 900})
+            problems += wide_cells(page)  # last: it unfolds the folded cells
             report[rel] = problems
             print(f"{'ok  ' if not problems else 'FAIL'} {rel}" + "".join(f"\n      {p}" for p in problems))
         browser.close()
