@@ -74,9 +74,10 @@ LEVERS = [
     ("precision", "fp32 (no bf16 autocast)", {"train": {"mixed_precision": "no"}}),
     ("learning rate", "1e-3", {"train": {"lr": 1e-3}}),
     ("EMA decay", "0.999", {"train": {"ema_decay": 0.999}}),
-    ("target", "v, cosine schedule", {"train": {"prediction": "v", "schedule": "cosine"}}),
+    ("target", "eps, linear schedule", {"train": {"prediction": "eps", "schedule": "linear"}}),
+    ("target", "eps, cosine schedule", {"train": {"prediction": "eps"}}),
     ("loss weighting", "min-SNR-5", {"train": {"weighting": "min_snr"}}),
-    ("network", "channels 16, 32, 64", {"model": {"block_out_channels": (16, 32, 64)}}),
+    ("network", "channels 32, 64, 64", {"model": {"block_out_channels": (32, 64, 64)}}),
     ("batch size", "128", {"train": {"batch_size": 128}}),
 ]
 SAMPLER_LEVERS = [  # re-scoring the final preset snapshot

@@ -13,8 +13,8 @@
     with every other setting at its default (mixed_precision="auto", channels_last,
     data_on_device="auto", fused AdamW, EMA, loss checks, checkpoints and sample grids
     at their default intervals, which these short runs do not reach).
-(c) ``trainer_bf16``: (b) with ``mixed_precision="bf16"``, which "auto" does not pick on
-    a CPU; shown because CPUs with AMX / AVX-512 BF16 run it natively.
+(c) ``trainer_bf16``: (b) with ``mixed_precision="bf16"``, which "auto" picks only on
+    CPUs with AMX / AVX-512 BF16 (that run it natively): (b) and (c) are the same there.
 
 Same network (a diffusers ``UNet2DModel``, 32 px, 1 channel, same initial weights),
 same batch size, same data (the 5,000 MNIST digits). The variants run in turns

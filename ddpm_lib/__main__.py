@@ -223,14 +223,15 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="PNG file for the grid")
     p.add_argument("--num-images", type=int, default=16, help="images in the grid (default: 16)")
     p.add_argument("--nrow", type=int, default=None, help="images per row (default: up to 8)")
-    p.add_argument("--sampler", default="dpmpp_2m", help="any sampler of dl.sample (default: dpmpp_2m)")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default: 25)")
+    p.add_argument("--sampler", default=None,
+                   help="any sampler of dl.sample (default: the one the model's export recorded, else dpmpp_2m)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: as recorded, else 20)")
     p.add_argument("--labels", type=_int_list, default=None,
                    help="class labels for a conditional model, cycled over the grid (default: 0, 1, 2, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
-    p.add_argument("--clip-x0", type=_parse_optional_float, default=_default_clip_x0(), metavar="C|none",
-                   help="clip each step's x0 estimate to [-C, C], e.g. 1 for the image range (default: "
-                        f"{_default_clip_x0() or 'none'}, as dl.sample; none: no clipping)")
+    p.add_argument("--clip-x0", type=_parse_optional_float, default="recorded", metavar="C|none",
+                   help="clip each step's x0 estimate to [-C, C], e.g. 1 for the image range (default: as the "
+                        f"export recorded, else {_default_clip_x0() or 'none'} as dl.sample; none: no clipping)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps ... (default: cuda when available, else cpu)")
 
@@ -273,9 +274,12 @@ def run_sample(args: argparse.Namespace) -> int:
     elif args.labels or args.guidance_scale != 1.0:
         raise CliError(f"{args.model} is not class-conditional: --labels and --guidance-scale do not apply.")
     g = torch.Generator(device=device).manual_seed(args.seed)
-    x = sample(pre.model, (args.num_images, *shape), pre.schedule, sampler=args.sampler, steps=args.steps,
+    recorded = pre.sampling  # how the model's recipe was measured, or dl.sample's defaults
+    sampler, steps = args.sampler or recorded["sampler"], args.steps or recorded["steps"]
+    clip_x0 = recorded["clip_x0"] if args.clip_x0 == "recorded" else args.clip_x0
+    x = sample(pre.model, (args.num_images, *shape), pre.schedule, sampler=sampler, steps=steps,
                prediction=pre.prediction, generator=g, class_labels=labels, guidance_scale=args.guidance_scale,
-               null_class=null, clip_x0=args.clip_x0)
+               null_class=null, clip_x0=clip_x0)
     make_grid_image(x.clamp(-1, 1).float().cpu(), nrow=args.nrow, value_range=(-1, 1)).save(out)
     print(f"wrote {args.num_images} samples to {out}", file=sys.stderr)
     return 0

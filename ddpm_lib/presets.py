@@ -43,7 +43,8 @@ class Preset:
 
 
 _MNIST_DATA = {"name_or_path": "mnist-5k", "split": "train", "image_size": 28}
-_MNIST_NET = {"image_size": 28, "in_channels": 1, "block_out_channels": (32, 64, 64), "layers_per_block": 1,
+# 16-32-64 channels run 1.6x the steps of 32-64-64 in the same time and scored as well (quality.json)
+_MNIST_NET = {"image_size": 28, "in_channels": 1, "block_out_channels": (16, 32, 64), "layers_per_block": 1,
               "attention_blocks": 1}
 _MNIST_TRAIN = {
     "image_size": 28,  # the digits as they are: no padding to 32 px (23 % fewer pixels per step)
@@ -55,7 +56,7 @@ _MNIST_TRAIN = {
     "schedule": "cosine",  # with v-prediction: 51 % recognised after 600 steps, linear + eps 5 % (quality.json)
     "prediction": "v",
     "ema_decay": 0.995,
-    "mixed_precision": "bf16",  # bf16 autocast: faster on CPUs with AVX-512 BF16 and on GPUs
+    "mixed_precision": "auto",  # bf16 autocast where the CPU or GPU has it in hardware (1.2-1.6x here)
     "channels_last": False,  # measured slower on the CPU
     "checkpoint_every": 250,
     "sample_every": 0,

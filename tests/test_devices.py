@@ -92,8 +92,20 @@ def _fake_gpu(monkeypatch, capability: tuple[int, int], has_kwarg: bool) -> None
 def test_auto_mixed_precision_needs_bf16_in_hardware(monkeypatch, capability, expected, has_kwarg):
     _fake_gpu(monkeypatch, capability, has_kwarg)
     assert train._resolve_mixed_precision(train.TrainConfig(mixed_precision="auto")) == expected
+    monkeypatch.setattr(train, "_cpu_native_bf16", lambda: False)
     assert train._resolve_mixed_precision(train.TrainConfig(mixed_precision="auto", cpu=True)) == "no"
     assert train._resolve_mixed_precision(train.TrainConfig(mixed_precision="bf16")) == "bf16"
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 avx512f", "no"), ("fpu avx512f avx512_bf16", "bf16"),
+                                             ("fpu amx_bf16 amx_tile", "bf16")])
+def test_auto_mixed_precision_on_the_cpu_uses_bf16_only_in_hardware(monkeypatch, tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_path = train.Path
+    monkeypatch.setattr(train, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train._resolve_mixed_precision(train.TrainConfig(mixed_precision="auto")) == expected
 
 
 # ----------------------------------------------------------------------------- CLI sample --device
@@ -134,4 +146,5 @@ def test_clip_x0_has_one_default_everywhere():
         trainer_default = train.TrainConfig().clip_x0
     assert trainer_default is S.DEFAULT_CLIP_X0
     args = cli.build_parser().parse_args(["sample", "ddpm-mnist", "--out", "x.png"])
-    assert args.clip_x0 == S.DEFAULT_CLIP_X0
+    assert args.clip_x0 == "recorded"  # the export's recorded setting, else the library default:
+    assert dl.Pretrained(None, None, "eps", "/nonexistent").sampling["clip_x0"] is S.DEFAULT_CLIP_X0
