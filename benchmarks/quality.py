@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py                 # 15 minutes per recipe, then scoring (about 35 minutes)
     python benchmarks/quality.py --minutes 5     # a shorter budget
-    python benchmarks/quality.py --levers 4      # also: each lever of the recipe changed alone, 4 minutes each
+    python benchmarks/quality.py --levers 4      # also: each lever changed alone, 4 minutes each
     python benchmarks/quality.py --quick         # a smoke test of the script (seconds; not a measurement)
 
 Both recipes train on the 4,000 training digits of ``mnist-5k`` with ``dl.Trainer``
@@ -55,22 +55,46 @@ FRACTIONS = (0.25, 0.5, 0.75, 1.0)  # of the budget, where snapshots are scored
 
 PLAIN = dl.Preset(
     description="chapter 2's plain recipe: 32 px padded, linear betas 0.001-0.02, eps, AdamW 1e-3 constant, "
-                "batch 64, fp32, EMA 0.999; sampled as chapter 2 scores it (dpmpp_2m, 25 steps)",
+    "batch 64, fp32, EMA 0.999; sampled as chapter 2 scores it (dpmpp_2m, 25 steps)",
     data={"name_or_path": "mnist-5k", "split": "train", "image_size": 32},
-    model={"image_size": 32, "in_channels": 1, "block_out_channels": (32, 64, 64), "layers_per_block": 1,
-           "attention_blocks": 1},
-    train={"image_size": 32, "batch_size": 64, "max_steps": 1_000_000, "lr": 1e-3, "warmup_steps": 0,
-           "lr_schedule": "constant", "schedule": "linear", "prediction": "eps", "ema_decay": 0.999,
-           "mixed_precision": "no", "channels_last": False, "grad_clip": None, "checkpoint_every": 1_000_000,
-           "sample_every": 0, "log_every": 25, "sampler": "dpmpp_2m", "sample_steps": 25, "clip_x0": None},
+    model={
+        "image_size": 32,
+        "in_channels": 1,
+        "block_out_channels": (32, 64, 64),
+        "layers_per_block": 1,
+        "attention_blocks": 1,
+    },
+    train={
+        "image_size": 32,
+        "batch_size": 64,
+        "max_steps": 1_000_000,
+        "lr": 1e-3,
+        "warmup_steps": 0,
+        "lr_schedule": "constant",
+        "schedule": "linear",
+        "prediction": "eps",
+        "ema_decay": 0.999,
+        "mixed_precision": "no",
+        "channels_last": False,
+        "grad_clip": None,
+        "checkpoint_every": 1_000_000,
+        "sample_every": 0,
+        "log_every": 25,
+        "sampler": "dpmpp_2m",
+        "sample_steps": 25,
+        "clip_x0": None,
+    },
 )
 # chapter 2 builds its scheduler with DDPMScheduler(beta_start=0.001, beta_end=0.02)
 PLAIN_SCHEDULE = {"name": "linear", "beta_start": 0.001, "beta_end": 0.02}
 
 # One change at a time from the preset: (lever, setting, what changes in the Preset).
 LEVERS = [
-    ("image size", "32 px (padded)", {"data": {"image_size": 32}, "model": {"image_size": 32},
-                                      "train": {"image_size": 32}}),
+    (
+        "image size",
+        "32 px (padded)",
+        {"data": {"image_size": 32}, "model": {"image_size": 32}, "train": {"image_size": 32}},
+    ),
     ("precision", "fp32 (no bf16 autocast)", {"train": {"mixed_precision": "no"}}),
     ("learning rate", "1e-3", {"train": {"lr": 1e-3}}),
     ("EMA decay", "0.999", {"train": {"ema_decay": 0.999}}),
@@ -91,8 +115,14 @@ SAMPLER_LEVERS = [  # re-scoring the final preset snapshot
 def machine() -> str:
     cpu = platform.processor()
     if Path("/proc/cpuinfo").exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{gpu}"
 
@@ -116,8 +146,11 @@ class Scorer:
     def score_images(self, x: torch.Tensor) -> dict:
         b = dl.class_balance(dl.classify(x))
         fd = dl.frechet_distance_from_features(self.real_features, dl.classifier_features(x))
-        return {"recognised": round(b.confident_fraction, 4), "class_balance": round(b.balance, 4),
-                "fd": round(fd, 2)}
+        return {
+            "recognised": round(b.confident_fraction, 4),
+            "class_balance": round(b.balance, 4),
+            "fd": round(fd, 2),
+        }
 
     @torch.no_grad()
     def score(self, model, schedule, preset: dl.Preset, sampling: dict | None = None) -> dict:
@@ -125,28 +158,51 @@ class Scorer:
         size = preset.model["image_size"]
         g = torch.Generator().manual_seed(SEED)
         x_T = torch.randn(self.n, 1, size, size, generator=g)
-        x = dl.sample(model, x_T.shape, schedule, prediction=preset.train["prediction"], generator=g, x_T=x_T,
-                      **sampling).clamp(-1, 1)
+        x = dl.sample(
+            model,
+            x_T.shape,
+            schedule,
+            prediction=preset.train["prediction"],
+            generator=g,
+            x_T=x_T,
+            **sampling,
+        ).clamp(-1, 1)
         nfe = dl.nfe(sampling["sampler"], sampling["steps"])
         return {**self.score_images(x), "nfe": nfe, "sampler": sampling}
 
 
-def train(preset: dl.Preset, minutes: float, out: Path, schedule=None, fractions=FRACTIONS,
-          seed: int = 0) -> tuple[dl.Trainer, list[dict]]:
-    """Train ``preset`` for ``minutes``; return the trainer and EMA snapshots at ``fractions`` of the budget."""
+def train(
+    preset: dl.Preset, minutes: float, out: Path, schedule=None, fractions=FRACTIONS, seed: int = 0
+) -> tuple[dl.Trainer, list[dict]]:
+    """Train ``preset`` for ``minutes``; return the trainer and EMA snapshots at ``fractions`` of it."""
     data = dl.load_images(**preset.data)
     torch.manual_seed(seed)
     model = dl.diffusers_unet(**preset.model)
-    cfg = dl.TrainConfig(**{**preset.train, "max_minutes": minutes, "out_dir": str(out), "resume": False,
-                            "progress": False, "num_sample_images": 0, "seed": seed})
+    cfg = dl.TrainConfig(
+        **{
+            **preset.train,
+            "max_minutes": minutes,
+            "out_dir": str(out),
+            "resume": False,
+            "progress": False,
+            "num_sample_images": 0,
+            "seed": seed,
+        }
+    )
     trainer = dl.Trainer(model, data, cfg, schedule=schedule)
     marks, snapshots = [60 * minutes * f for f in fractions], []
 
     def snapshot(tr: dl.Trainer) -> None:
         if marks and (tr.elapsed_seconds >= marks[0] or tr.budget_spent):
             marks.pop(0)
-            snapshots.append({"minutes": round(tr.elapsed_seconds / 60, 2), "steps": tr.step,
-                              "images_seen": tr.step * cfg.batch_size, "ema": copy.deepcopy(tr.ema_model)})
+            snapshots.append(
+                {
+                    "minutes": round(tr.elapsed_seconds / 60, 2),
+                    "steps": tr.step,
+                    "images_seen": tr.step * cfg.batch_size,
+                    "ema": copy.deepcopy(tr.ema_model),
+                }
+            )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # e.g. the warm-up note of a --quick budget
@@ -154,26 +210,40 @@ def train(preset: dl.Preset, minutes: float, out: Path, schedule=None, fractions
     return trainer, snapshots
 
 
-def run_recipe(name: str, preset: dl.Preset, minutes: float, scorer: Scorer, work: Path, schedule=None) -> dict:
+def run_recipe(
+    name: str, preset: dl.Preset, minutes: float, scorer: Scorer, work: Path, schedule=None, fractions=FRACTIONS
+) -> dict:
     began = time.perf_counter()
-    trainer, snapshots = train(preset, minutes, work / name, schedule=schedule)
+    trainer, snapshots = train(preset, minutes, work / name, schedule=schedule, fractions=fractions)
     points = []
     for snap in snapshots:
         ema = snap.pop("ema")
         points.append({**snap, **scorer.score(ema, trainer.schedule, preset)})
-        print(f"{name:6s} {points[-1]['minutes']:5.1f} min, {snap['steps']:5d} steps: "
-              f"{100 * points[-1]['recognised']:5.1f} % recognised, balance {points[-1]['class_balance']:.3f}, "
-              f"FD {points[-1]['fd']:.1f}", flush=True)
-    return {"description": preset.description, "parameters": dl.count_parameters(trainer.ema_model),
-            "points": points, "wall_seconds": round(time.perf_counter() - began, 1),
-            "_final": (trainer.ema_model, trainer.schedule)}
+        print(
+            f"{name:6s} {points[-1]['minutes']:5.1f} min, {snap['steps']:5d} steps: "
+            f"{100 * points[-1]['recognised']:5.1f} % recognised, balance {points[-1]['class_balance']:.3f}, "
+            f"FD {points[-1]['fd']:.1f}",
+            flush=True,
+        )
+    return {
+        "description": preset.description,
+        "parameters": dl.count_parameters(trainer.ema_model),
+        "points": points,
+        "wall_seconds": round(time.perf_counter() - began, 1),
+        "_final": (trainer.ema_model, trainer.schedule),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per recipe (default 15)")
-    parser.add_argument("--levers", type=float, default=0.0, metavar="M",
-                        help="also train each lever for M minutes (default: 0, no levers)")
+    parser.add_argument(
+        "--levers",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="also train each lever for M minutes (default: 0, no levers)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: 0.1 minute per run, 50 samples")
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for quality.json / .png")
     args = parser.parse_args(argv)
@@ -184,33 +254,71 @@ def main(argv: list[str] | None = None) -> int:
     n = 50 if args.quick else NUM_SAMPLES
     scorer = Scorer(n)
     began = datetime.datetime.now(datetime.timezone.utc)
-    results = {"machine": machine(), "torch": torch.__version__, "date": began.isoformat(timespec="seconds"),
-               "quick": args.quick, "minutes": minutes, "num_samples": n,
-               "real_digits": scorer.floor, "recipes": {}, "levers": []}
+    results = {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "date": began.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "minutes": minutes,
+        "num_samples": n,
+        "real_digits": scorer.floor,
+        "recipes": {},
+        "levers": [],
+    }
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         work = Path(tmp)
         plain_schedule = dl.make_schedule(**PLAIN_SCHEDULE)
-        results["recipes"]["plain"] = run_recipe("plain", PLAIN, minutes, scorer, work, schedule=plain_schedule)
-        results["recipes"]["mnist"] = run_recipe("mnist", dl.PRESETS["mnist"], minutes, scorer, work)
+        fractions = (0.5, 1.0) if args.quick else FRACTIONS
+        results["recipes"]["plain"] = run_recipe(
+            "plain", PLAIN, minutes, scorer, work, schedule=plain_schedule, fractions=fractions
+        )
+        results["recipes"]["mnist"] = run_recipe(
+            "mnist", dl.PRESETS["mnist"], minutes, scorer, work, fractions=fractions
+        )
         final_model, final_schedule = results["recipes"]["mnist"]["_final"]
-        for lever, setting, change in SAMPLER_LEVERS:
+        for lever, setting, change in SAMPLER_LEVERS[:1] if args.quick else SAMPLER_LEVERS:
             score = scorer.score(final_model, final_schedule, dl.PRESETS["mnist"], change)
-            results["levers"].append({"lever": lever, "setting": setting, **score,
-                                      "note": f"the final preset model re-sampled ({minutes:g} min of training)"})
+            results["levers"].append(
+                {
+                    "lever": lever,
+                    "setting": setting,
+                    **score,
+                    "note": f"the final preset model re-sampled ({minutes:g} min of training)",
+                }
+            )
         if lever_minutes:
             preset = dl.PRESETS["mnist"]
             tr, snaps = train(preset, lever_minutes, work / "lever-base", fractions=(1.0,))
             base = scorer.score(snaps[-1]["ema"], tr.schedule, preset)
-            results["levers"].append({"lever": "(the preset itself)", "setting": "", **base,
-                                      "steps": snaps[-1]["steps"], "note": f"{lever_minutes:g} min of training"})
+            results["levers"].append(
+                {
+                    "lever": "(the preset itself)",
+                    "setting": "",
+                    **base,
+                    "steps": snaps[-1]["steps"],
+                    "note": f"{lever_minutes:g} min of training",
+                }
+            )
             for lever, setting, change in LEVERS:
                 p = changed(preset, change)
-                tr, snaps = train(p, lever_minutes, work / f"lever-{len(results['levers'])}", fractions=(1.0,))
+                tr, snaps = train(
+                    p, lever_minutes, work / f"lever-{len(results['levers'])}", fractions=(1.0,)
+                )
                 score = scorer.score(snaps[-1]["ema"], tr.schedule, p)
-                results["levers"].append({"lever": lever, "setting": setting, **score, "steps": snaps[-1]["steps"],
-                                          "note": f"{lever_minutes:g} min of training"})
-                print(f"lever {lever} = {setting}: {100 * score['recognised']:.1f} % recognised, "
-                      f"FD {score['fd']:.1f} ({snaps[-1]['steps']} steps)", flush=True)
+                results["levers"].append(
+                    {
+                        "lever": lever,
+                        "setting": setting,
+                        **score,
+                        "steps": snaps[-1]["steps"],
+                        "note": f"{lever_minutes:g} min of training",
+                    }
+                )
+                print(
+                    f"lever {lever} = {setting}: {100 * score['recognised']:.1f} % recognised, "
+                    f"FD {score['fd']:.1f} ({snaps[-1]['steps']} steps)",
+                    flush=True,
+                )
     for r in results["recipes"].values():
         r.pop("_final")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -231,10 +339,14 @@ def plot(results: dict, path: Path) -> None:
         minutes = [p["minutes"] for p in r["points"]]
         axes[0].plot(minutes, [100 * p["recognised"] for p in r["points"]], marker="o", label=name)
         axes[1].plot(minutes, [p["fd"] for p in r["points"]], marker="o", label=name)
-    axes[0].axhline(100 * results["real_digits"]["recognised"], color="gray", ls="--", lw=1, label="real digits")
+    axes[0].axhline(
+        100 * results["real_digits"]["recognised"], color="gray", ls="--", lw=1, label="real digits"
+    )
     axes[1].axhline(results["real_digits"]["fd"], color="gray", ls="--", lw=1, label="real digits")
     axes[0].set(xlabel="training time (minutes)", ylabel="recognised (%)", ylim=(0, 100))
-    axes[1].set(xlabel="training time (minutes)", ylabel="FD to held-out digits (lower is better)", yscale="log")
+    axes[1].set(
+        xlabel="training time (minutes)", ylabel="FD to held-out digits (lower is better)", yscale="log"
+    )
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Time to quality on {results['machine']}", fontsize=9)
     fig.tight_layout()

@@ -38,14 +38,22 @@ class Preset:
     def sampling(self) -> dict[str, Any]:
         """dl.sample's ``sampler``, ``steps`` and ``clip_x0`` for this recipe (recorded at export)."""
         t = self.train
-        return {"sampler": t.get("sampler", "dpmpp_2m"), "steps": t.get("sample_steps", 20),
-                "clip_x0": t.get("clip_x0")}
+        return {
+            "sampler": t.get("sampler", "dpmpp_2m"),
+            "steps": t.get("sample_steps", 20),
+            "clip_x0": t.get("clip_x0"),
+        }
 
 
 _MNIST_DATA = {"name_or_path": "mnist-5k", "split": "train", "image_size": 28}
 # 16-32-64 channels run 1.6x the steps of 32-64-64 in the same time and scored as well (quality.json)
-_MNIST_NET = {"image_size": 28, "in_channels": 1, "block_out_channels": (16, 32, 64), "layers_per_block": 1,
-              "attention_blocks": 1}
+_MNIST_NET = {
+    "image_size": 28,
+    "in_channels": 1,
+    "block_out_channels": (16, 32, 64),
+    "layers_per_block": 1,
+    "attention_blocks": 1,
+}
 _MNIST_TRAIN = {
     "image_size": 28,  # the digits as they are: no padding to 32 px (23 % fewer pixels per step)
     "batch_size": 64,
@@ -70,11 +78,15 @@ _MNIST_TRAIN = {
 PRESETS: dict[str, Preset] = {
     "mnist": Preset(
         description="unconditional 28 px MNIST digits in minutes on a laptop CPU",
-        data=_MNIST_DATA, model=_MNIST_NET, train=_MNIST_TRAIN,
+        data=_MNIST_DATA,
+        model=_MNIST_NET,
+        train=_MNIST_TRAIN,
     ),
     "mnist-cond": Preset(
         description="class-conditional 28 px MNIST digits (labels 0-9, 10 = null class for guidance)",
-        data=_MNIST_DATA, model={**_MNIST_NET, "num_classes": 10}, train={**_MNIST_TRAIN, "class_dropout": 0.1},
+        data=_MNIST_DATA,
+        model={**_MNIST_NET, "num_classes": 10},
+        train={**_MNIST_TRAIN, "class_dropout": 0.1},
         conditional=True,
     ),
 }

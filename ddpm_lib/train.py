@@ -938,8 +938,8 @@ class Trainer:
         ``cfg.sampler`` and ``cfg.sample_steps``; an "edm" network is sampled through
         ``EDMDenoiser`` as it was trained. Class-conditional models get labels 0, 1, 2, ...
         (cycling) unless ``class_labels`` is given. ``clip_x0`` defaults to ``cfg.clip_x0``
-        (itself dl.sample's default, ``samplers.DEFAULT_CLIP_X0``, unless set); ``clip_x0=1`` keeps each step's x0_hat in the data range
-        [-1, 1] (diffusers' ``clip_sample``). Uses its own generator, so the training run's
+        (itself dl.sample's default, ``samplers.DEFAULT_CLIP_X0``, unless set); ``clip_x0=1``
+        keeps each step's x0_hat in the data range [-1, 1] (diffusers' ``clip_sample``). Uses its own generator, so the training run's
         random state is untouched.
         """
         cfg = self.cfg
@@ -984,7 +984,8 @@ class Trainer:
         cfg = self.cfg
         pipelines.export_pipeline(model, self.schedule, path, prediction=cfg.prediction, card=card,
                                   metadata={"train_config": cfg.to_dict(), "step": self.step},
-                                  sampling={"sampler": cfg.sampler, "steps": cfg.sample_steps, "clip_x0": cfg.clip_x0})
+                                  sampling={"sampler": cfg.sampler, "steps": cfg.sample_steps,
+                                            "clip_x0": cfg.clip_x0})
         return Path(path)
 
 
@@ -1074,8 +1075,8 @@ def _check_out_dir(out_dir: Path) -> Path:
 def _resolve_mixed_precision(cfg: TrainConfig) -> str:
     """"auto": bf16 on GPUs and CPUs that have it in hardware, fp16 (with loss scaling) on older GPUs, else "no".
 
-    On a CPU with AVX-512 BF16 or AMX, bf16 autocast trained the book's MNIST network
-    1.2-1.6x faster (benchmarks/results); CPUs without them would emulate it, slowly.
+    On the book's build machines (CPUs with AVX-512 BF16) bf16 autocast trained the MNIST
+    networks faster (benchmarks/results/train.json); CPUs without it would emulate bf16, slowly.
     """
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision

@@ -32,19 +32,31 @@ PRESETS = {"ddpm-mnist": "mnist", "ddpm-mnist-cond": "mnist-cond"}
 DEFAULT_MINUTES = 30
 DESCRIPTIONS = {
     "ddpm-mnist": "A small **unconditional** diffusion model for 28 x 28 MNIST digits: a diffusers `UNet2DModel` "
-                  "in a diffusers `DDPMPipeline` folder, so `diffusers.DDPMPipeline.from_pretrained` loads it as it "
-                  "is (chapter 1 uses it offline).",
+    "in a diffusers `DDPMPipeline` folder, so `diffusers.DDPMPipeline.from_pretrained` loads it as it "
+    "is (chapter 1 uses it offline).",
     "ddpm-mnist-cond": "A small **class-conditional** diffusion model for 28 x 28 MNIST digits, for classifier-free "
-                       "guidance (chapter 8): a diffusers `UNet2DModel` with a class embedding (labels 0-9; label 10 "
-                       "is the null class, used for 10 % of the training images).",
+    "guidance (chapter 8): a diffusers `UNet2DModel` with a class embedding (labels 0-9; label 10 "
+    "is the null class, used for 10 % of the training images).",
 }
 NUM_CHECK = 500  # generated digits checked with the classifier (per guidance scale for the conditional model)
 GUIDANCE_SCALES = (1.0, 3.0)  # 1: no guidance; 3: chapter 8's grids and chapter 9's samples
 
 
 def command(name: str, minutes: float) -> list[str]:
-    return ["python", "-m", "ddpm_lib", "train", "--preset", PRESETS[name], "--max-minutes", f"{minutes:g}",
-            "--out", f"runs/{name}", "--seed", "0"]
+    return [
+        "python",
+        "-m",
+        "ddpm_lib",
+        "train",
+        "--preset",
+        PRESETS[name],
+        "--max-minutes",
+        f"{minutes:g}",
+        "--out",
+        f"runs/{name}",
+        "--seed",
+        "0",
+    ]
 
 
 def train(name: str, minutes: float = DEFAULT_MINUTES) -> None:
@@ -68,7 +80,9 @@ def speckle(x: torch.Tensor) -> torch.Tensor:
     """Per image: the share of inked pixels (> 0) with no inked 4-neighbour: ~0 for a pen stroke, high for noise."""
     ink = (x > 0).float()  # (N, 1, H, W)
     padded = torch.nn.functional.pad(ink, (1, 1, 1, 1))
-    neighbours = padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
+    neighbours = (
+        padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
+    )
     lonely = (ink * (neighbours == 0).float()).flatten(1).sum(1)
     return lonely / ink.flatten(1).sum(1).clamp(min=1)
 
@@ -89,8 +103,11 @@ def check(folder: Path, name: str) -> dict:
     result["noisy_threshold"] = round(noisy_limit, 4)
 
     def scores(x: torch.Tensor) -> dict:
-        return {**_scores(dl.classify(x)), "fd": round(dl.frechet_distance_from_features(
-            real_features, dl.classifier_features(x)), 2), "noisy_samples": int((speckle(x) > noisy_limit).sum())}
+        return {
+            **_scores(dl.classify(x)),
+            "fd": round(dl.frechet_distance_from_features(real_features, dl.classifier_features(x)), 2),
+            "noisy_samples": int((speckle(x) > noisy_limit).sum()),
+        }
 
     if pre.num_classes is None:
         x = dl.sample(pre.model, shape, pre.schedule, prediction=pre.prediction, generator=g, **pre.sampling)
@@ -99,17 +116,29 @@ def check(folder: Path, name: str) -> dict:
     else:
         labels = torch.arange(NUM_CHECK) % pre.num_classes
         for w in GUIDANCE_SCALES:
-            x = dl.sample(pre.model, shape, pre.schedule, prediction=pre.prediction, generator=g,
-                          class_labels=labels, guidance_scale=w, **pre.sampling)
+            x = dl.sample(
+                pre.model,
+                shape,
+                pre.schedule,
+                prediction=pre.prediction,
+                generator=g,
+                class_labels=labels,
+                guidance_scale=w,
+                **pre.sampling,
+            )
             p = dl.classify(x)
-            result[f"guidance_{w:g}"] = {**scores(x), "accuracy": (p.argmax(-1) == labels).float().mean().item()}
+            result[f"guidance_{w:g}"] = {
+                **scores(x),
+                "accuracy": (p.argmax(-1) == labels).float().mean().item(),
+            }
             if w == GUIDANCE_SCALES[-1]:
                 order = torch.argsort(labels[:80], stable=True)  # 8 per class, one class per column
                 grid = x[:80][order].reshape(10, 8, *x.shape[1:]).transpose(0, 1).reshape(80, *x.shape[1:])
         nrow = 10
     side = pre.image_shape[-1] + 2
     dl.make_grid_image(grid.clamp(-1, 1), nrow=nrow, value_range=(-1, 1)).resize(
-        (nrow * side * 2, -(-len(grid) // nrow) * side * 2), resample=0).save(folder / "samples.png")
+        (nrow * side * 2, -(-len(grid) // nrow) * side * 2), resample=0
+    ).save(folder / "samples.png")
     return result
 
 
@@ -117,8 +146,12 @@ def _scores(p: torch.Tensor) -> dict:
     import ddpm_lib as dl
 
     b = dl.class_balance(p)
-    return {"recognised_p_ge_0.9": round(b.confident_fraction, 4), "mean_top_probability": round(b.mean_max_prob, 4),
-            "class_counts": list(b.counts), "class_balance": round(b.balance, 4)}
+    return {
+        "recognised_p_ge_0.9": round(b.confident_fraction, 4),
+        "mean_top_probability": round(b.mean_max_prob, 4),
+        "class_counts": list(b.counts),
+        "class_balance": round(b.balance, 4),
+    }
 
 
 def finish(name: str) -> None:
@@ -134,8 +167,9 @@ def finish(name: str) -> None:
         shutil.rmtree(folder)
     shutil.copytree(run / "pipeline", folder)
     shutil.copy(run / "loss.csv", folder / "loss.csv")
-    (folder / "training_config.json").write_text(json.dumps(json.loads((run / "config.json").read_text()),
-                                                            indent=2) + "\n")
+    (folder / "training_config.json").write_text(
+        json.dumps(json.loads((run / "config.json").read_text()), indent=2) + "\n"
+    )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,9 +180,18 @@ def finish(name: str) -> None:
     result["check_seconds"] = round(time.time() - began, 1)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     pre = dl.load_pretrained(folder)
-    result.update({"parameters": dl.count_parameters(pre.model), "folder_bytes": size, "command": cmd,
-                   "steps": state["step"], "training_seconds": round(state["budget"]["elapsed_seconds"], 1),
-                   "machine": _cpu(), "cores": os.cpu_count(), "torch": torch.__version__})
+    result.update(
+        {
+            "parameters": dl.count_parameters(pre.model),
+            "folder_bytes": size,
+            "command": cmd,
+            "steps": state["step"],
+            "training_seconds": round(state["budget"]["elapsed_seconds"], 1),
+            "machine": _cpu(),
+            "cores": os.cpu_count(),
+            "torch": torch.__version__,
+        }
+    )
     (folder / "check.json").write_text(json.dumps(result, indent=2) + "\n")
     (folder / "README.md").write_text(readme(name, result))
     print(json.dumps(result, indent=2))
@@ -159,8 +202,14 @@ def readme(name: str, r: dict) -> str:
     if "unconditional" in r:
         rows.append(("generated digits", r["unconditional"], None))
     else:
-        rows += [(f"generated, guidance w = {w:g}" + (" (none)" if w == 1 else ""), r[f"guidance_{w:g}"],
-                  r[f"guidance_{w:g}"]["accuracy"]) for w in GUIDANCE_SCALES]
+        rows += [
+            (
+                f"generated, guidance w = {w:g}" + (" (none)" if w == 1 else ""),
+                r[f"guidance_{w:g}"],
+                r[f"guidance_{w:g}"]["accuracy"],
+            )
+            for w in GUIDANCE_SCALES
+        ]
     rows.append(("real held-out digits (reference)", r["real_test_digits"], None))
     table = "\n".join(
         f"| {label} | {100 * s['recognised_p_ge_0.9']:.1f} % | {s['mean_top_probability']:.3f} | "
@@ -168,12 +217,20 @@ def readme(name: str, r: dict) -> str:
         f"{s['noisy_samples']} | {s['class_counts']} |"
         for label, s, acc in rows
     )
-    sampler = f"{r['sampler']} with {r['steps']} steps" + (f", x0 clipped to ±{r['clip_x0']:g}" if r["clip_x0"] else "")
-    load = ("from diffusers import DDPMPipeline\npipe = DDPMPipeline.from_pretrained(\"pretrained/ddpm-mnist\")\n"
-            "images = pipe(batch_size=16, num_inference_steps=1000).images\n\n"
-            if name == "ddpm-mnist" else "")
-    cond = (",\n              class_labels=torch.arange(16) % 10, guidance_scale=3.0" if name == "ddpm-mnist-cond"
-            else "")
+    sampler = f"{r['sampler']} with {r['steps']} steps" + (
+        f", x0 clipped to ±{r['clip_x0']:g}" if r["clip_x0"] else ""
+    )
+    load = (
+        'from diffusers import DDPMPipeline\npipe = DDPMPipeline.from_pretrained("pretrained/ddpm-mnist")\n'
+        "images = pipe(batch_size=16, num_inference_steps=1000).images\n\n"
+        if name == "ddpm-mnist"
+        else ""
+    )
+    cond = (
+        ",\n              class_labels=torch.arange(16) % 10, guidance_scale=3.0"
+        if name == "ddpm-mnist-cond"
+        else ""
+    )
     return f"""# {name}
 
 {DESCRIPTIONS[name]}
@@ -186,9 +243,9 @@ def readme(name: str, r: dict) -> str:
 
 | | |
 |---|---|
-| parameters | {r['parameters']:,} |
-| folder size | {r['folder_bytes'] / 1e6:.1f} MB |
-| training | {r['training_seconds'] / 60:.1f} min ({r['steps']:,} steps) on {r['cores']} CPU cores ({r['machine']}), torch {r['torch']} |
+| parameters | {r["parameters"]:,} |
+| folder size | {r["folder_bytes"] / 1e6:.1f} MB |
+| training | {r["training_seconds"] / 60:.1f} min ({r["steps"]:,} steps) on {r["cores"]} CPU cores ({r["machine"]}), torch {r["torch"]} |
 
 ## How it was trained
 
@@ -197,7 +254,7 @@ cosine schedule, v-prediction, AdamW with warm-up and cosine decay planned again
 bf16 autocast, EMA), on the 4,000 training digits of the embedded MNIST subset (`mnist-5k`), from the
 repository root:
 
-    {shlex.join(r['command'])}
+    {shlex.join(r["command"])}
 
 (`pretrained/make_mnist_models.py train {name} MINUTES` runs this command, and `finish {name}` copies
 `runs/{name}/pipeline` here and writes this page.) `benchmarks/quality.py` measures the same preset
@@ -205,11 +262,11 @@ against chapter 2's plain recipe at the same wall-clock budget.
 
 ## Are the samples digits?
 
-{r['num_images']} samples ({sampler}, seed 1234) classified by the shipped MNIST classifier
+{r["num_images"]} samples ({sampler}, seed 1234) classified by the shipped MNIST classifier
 (`pretrained/mnist-classifier`, 98.6 % accurate on held-out digits). FD: Frechet distance between
 the classifier's features of the samples and of the 1,000 held-out digits (lower is better).
 Noisy samples: images whose share of isolated inked pixels exceeds that of every held-out digit
-({r['noisy_threshold']:.3f}).
+({r["noisy_threshold"]:.3f}).
 
 | images | recognised (top p >= 0.9) | mean top probability | accuracy (label asked for) | class balance (1 = uniform) | FD | noisy samples | predicted class counts |
 |---|---|---|---|---|---|---|---|

@@ -42,14 +42,19 @@ def test_a_spent_budget_resumes_to_nothing_and_a_longer_one_continues(tmp_path):
     again = Trainer(tiny_unet(), tiny_data(), cfg)
     again.fit()
     assert again.step == first.step, "a run whose budget is spent should not train further when resumed"
-    longer = Trainer(tiny_unet(), tiny_data(), tiny_config(tmp_path, max_steps=10**6, max_minutes=0.04,
-                                                            checkpoint_every=10**6))
+    longer = Trainer(
+        tiny_unet(),
+        tiny_data(),
+        tiny_config(tmp_path, max_steps=10**6, max_minutes=0.04, checkpoint_every=10**6),
+    )
     longer.fit()
     assert longer.step > first.step and longer.elapsed_seconds >= 0.04 * 60
 
 
 def test_a_budget_too_short_for_the_warmup_shortens_it(tmp_path):
-    cfg = tiny_config(tmp_path, max_steps=10**6, max_minutes=0.05, warmup_steps=100_000, checkpoint_every=10**6)
+    cfg = tiny_config(
+        tmp_path, max_steps=10**6, max_minutes=0.05, warmup_steps=100_000, checkpoint_every=10**6
+    )
     trainer = Trainer(tiny_unet(), tiny_data(), cfg)
     with pytest.warns(UserWarning, match="warm-up is shortened"):
         history = trainer.fit()
@@ -70,21 +75,34 @@ def test_presets():
     assert cfg.out_dir == "runs/x" and cfg.prediction == dl.PRESETS["mnist"].train["prediction"]
     model = dl.preset_model("mnist-cond")
     assert model.config.num_class_embeds == 11  # 10 digits and the null class
-    with pytest.raises(ValueError, match=r"unknown preset 'mnist32'; choose one of \['mnist', 'mnist-cond'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown preset 'mnist32'; choose one of \['mnist', 'mnist-cond'\]"
+    ):
         TrainConfig.preset("mnist32")
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "ddpm_lib", "train", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ddpm_lib", "train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--preset", "mnist", "--max-minutes", "0"], "positive number of minutes"),
-    (["--preset", "mnist", "--max-minutes", "-3"], "positive number of minutes"),
-    (["--preset", "mnist", "--max-minutes", "soon"], "expected a number of minutes"),
-    (["--preset", "cifar", "--max-minutes", "1"], "invalid choice: 'cifar' (choose from 'mnist', 'mnist-cond')"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--preset", "mnist", "--max-minutes", "0"], "positive number of minutes"),
+        (["--preset", "mnist", "--max-minutes", "-3"], "positive number of minutes"),
+        (["--preset", "mnist", "--max-minutes", "soon"], "expected a number of minutes"),
+        (
+            ["--preset", "cifar", "--max-minutes", "1"],
+            "invalid choice: 'cifar' (choose from 'mnist', 'mnist-cond')",
+        ),
+    ],
+)
 def test_cli_rejects_bad_budgets_and_presets(tmp_path, args, needle):
     run = cli(*args, "--out", tmp_path / "run")
     assert run.returncode == 2 and needle in run.stderr, run.stderr[-1500:]
@@ -93,8 +111,19 @@ def test_cli_rejects_bad_budgets_and_presets(tmp_path, args, needle):
 
 def test_cli_preset_trains_for_its_budget_and_exports_its_sampler(tmp_path):
     out = tmp_path / "run"
-    run = cli("--preset", "mnist", "--max-minutes", "0.1", "--out", out, "--max-images", "256",
-              "--channels", "8,16,16", "--no-progress")  # a smaller network than the preset's: options win
+    run = cli(
+        "--preset",
+        "mnist",
+        "--max-minutes",
+        "0.1",
+        "--out",
+        out,
+        "--max-images",
+        "256",
+        "--channels",
+        "8,16,16",
+        "--no-progress",
+    )  # a smaller network than the preset's: options win
     assert run.returncode == 0, run.stderr[-3000:]
     assert "0.1 minutes" in run.stderr
     pre = dl.load_pretrained(out / "pipeline")
@@ -102,6 +131,12 @@ def test_cli_preset_trains_for_its_budget_and_exports_its_sampler(tmp_path):
     assert list(pre.model.config.block_out_channels) == [8, 16, 16]
     sampling = dl.PRESETS["mnist"].sampling
     assert pre.sampling == {**pre.sampling, **sampling}, pre.sampling
-    x = dl.sample(pre.model, (2, *pre.image_shape), pre.schedule, prediction=pre.prediction,
-                  generator=torch.Generator().manual_seed(0), **pre.sampling)
+    x = dl.sample(
+        pre.model,
+        (2, *pre.image_shape),
+        pre.schedule,
+        prediction=pre.prediction,
+        generator=torch.Generator().manual_seed(0),
+        **pre.sampling,
+    )
     assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()

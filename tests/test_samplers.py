@@ -35,13 +35,7 @@ def x_T():
     return torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: on a busy 2-core machine, 2 torch threads make each op ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _diffusers_loop(scheduler, model, x_T, steps, seed=5, **step_kwargs):

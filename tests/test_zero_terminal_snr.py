@@ -28,12 +28,7 @@ def _schedules() -> dict[str, dl.NoiseSchedule]:
 SCHEDULES = _schedules()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,9 @@ def main(argv: list[str]) -> int:
         print(f"  {seconds:6.1f} s  {name}")
     total = sum(times.values())
     print(f"  {total:6.1f} s  in all ({len(times)} notebooks; each as last executed, cached ones included)")
-    (cache_dir.parent / "book_times.json").write_text(json.dumps({"seconds": times, "total": total}, indent=2))
+    (cache_dir.parent / "book_times.json").write_text(
+        json.dumps({"seconds": times, "total": total}, indent=2)
+    )
     return 0
 
 
