@@ -63,7 +63,9 @@ def train(name: str, minutes: float = DEFAULT_MINUTES) -> None:
     cmd = command(name, minutes)
     print("$", shlex.join(cmd), flush=True)
     (ROOT / "runs" / name).mkdir(parents=True, exist_ok=True)
-    (ROOT / "runs" / name / "command.json").write_text(json.dumps(cmd) + "\n")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = min(cpus, int(os.environ.get("OMP_NUM_THREADS", cpus)))  # what torch will use
+    (ROOT / "runs" / name / "command.json").write_text(json.dumps({"command": cmd, "threads": threads}) + "\n")
     subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
 
 
@@ -158,7 +160,7 @@ def finish(name: str) -> None:
     import ddpm_lib as dl
 
     run, folder = ROOT / "runs" / name, ROOT / "pretrained" / name
-    cmd = json.loads((run / "command.json").read_text())
+    recorded = json.loads((run / "command.json").read_text())  # {"command": [...], "threads": n}
     ckpt = dl.latest_checkpoint(run)
     if ckpt is None:
         sys.exit(f"no checkpoint in {run}: run `train {name}` first")
@@ -184,8 +186,9 @@ def finish(name: str) -> None:
         {
             "parameters": dl.count_parameters(pre.model),
             "folder_bytes": size,
-            "command": cmd,
-            "steps": state["step"],
+            "command": recorded["command"],
+            "threads": recorded["threads"],
+            "training_steps": state["step"],
             "training_seconds": round(state["budget"]["elapsed_seconds"], 1),
             "machine": _cpu(),
             "cores": os.cpu_count(),
@@ -245,7 +248,7 @@ def readme(name: str, r: dict) -> str:
 |---|---|
 | parameters | {r["parameters"]:,} |
 | folder size | {r["folder_bytes"] / 1e6:.1f} MB |
-| training | {r["training_seconds"] / 60:.1f} min ({r["steps"]:,} steps) on {r["cores"]} CPU cores ({r["machine"]}), torch {r["torch"]} |
+| training | {r["training_seconds"] / 60:.1f} min ({r["training_steps"]:,} steps) with {r["threads"]} thread(s) on a {r["cores"]}-core CPU ({r["machine"]}), torch {r["torch"]} |
 
 ## How it was trained
 
