@@ -218,6 +218,10 @@ def _plot_loss(out: Path) -> None:
 # ----------------------------------------------------------------------------- sample
 
 
+FROM_EXPORT = object()  # --clip-x0 not given: use what the model's export recorded (not a string: argparse
+# would parse a string default with the option's type)
+
+
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a pipeline folder, a name in pretrained/ (e.g. ddpm-mnist) or a Hub id")
     p.add_argument("--out", required=True, help="PNG file for the grid")
@@ -229,7 +233,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=_int_list, default=None,
                    help="class labels for a conditional model, cycled over the grid (default: 0, 1, 2, ...)")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance weight w")
-    p.add_argument("--clip-x0", type=_parse_optional_float, default="recorded", metavar="C|none",
+    p.add_argument("--clip-x0", type=_parse_optional_float, default=FROM_EXPORT, metavar="C|none",
                    help="clip each step's x0 estimate to [-C, C], e.g. 1 for the image range (default: as the "
                         f"export recorded, else {_default_clip_x0() or 'none'} as dl.sample; none: no clipping)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -276,7 +280,7 @@ def run_sample(args: argparse.Namespace) -> int:
     g = torch.Generator(device=device).manual_seed(args.seed)
     recorded = pre.sampling  # how the model's recipe was measured, or dl.sample's defaults
     sampler, steps = args.sampler or recorded["sampler"], args.steps or recorded["steps"]
-    clip_x0 = recorded["clip_x0"] if args.clip_x0 == "recorded" else args.clip_x0
+    clip_x0 = recorded["clip_x0"] if args.clip_x0 is FROM_EXPORT else args.clip_x0
     x = sample(pre.model, (args.num_images, *shape), pre.schedule, sampler=sampler, steps=steps,
                prediction=pre.prediction, generator=g, class_labels=labels, guidance_scale=args.guidance_scale,
                null_class=null, clip_x0=clip_x0)

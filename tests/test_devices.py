@@ -146,5 +146,5 @@ def test_clip_x0_has_one_default_everywhere():
         trainer_default = train.TrainConfig().clip_x0
     assert trainer_default is S.DEFAULT_CLIP_X0
     args = cli.build_parser().parse_args(["sample", "ddpm-mnist", "--out", "x.png"])
-    assert args.clip_x0 == "recorded"  # the export's recorded setting, else the library default:
+    assert args.clip_x0 is cli.FROM_EXPORT  # the export's recorded setting, else the library default:
     assert dl.Pretrained(None, None, "eps", "/nonexistent").sampling["clip_x0"] is S.DEFAULT_CLIP_X0

@@ -56,7 +56,8 @@ def header_cells(path: Path) -> list:
         "\n"
         f'    repo = "{url}"\n'
         '    subprocess.run(["git", "clone", "--depth", "1", repo, "/content/book"], check=False)\n'
-        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/book"], check=True)\n'
+        '    pip = [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/book"]\n'
+        '    subprocess.run(pip, check=True)\n'
         '    sys.path.insert(0, "/content/book")',
         metadata={"tags": [INSTALL_TAG, "hide-cell"]},
     )
