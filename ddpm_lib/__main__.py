@@ -145,7 +145,6 @@ def _preset_defaults(name: str) -> dict[str, Any]:
     net = pre.model
     return {
         **pre.train, "data": pre.data["name_or_path"], "split": pre.data.get("split"),
-        "image_size": pre.data.get("image_size", pre.train.get("image_size")),
         "model": "diffusers", "channels": list(net["block_out_channels"]),
         "layers_per_block": net["layers_per_block"], "attention": [net["attention_blocks"]],
         "conditional": pre.conditional,
