@@ -2,6 +2,7 @@
 
     python tools/nbtool.py check   # exit 1 and list problems (the tests call this)
     python tools/nbtool.py fix     # strip outputs, refresh the badge and install cells
+    python tools/nbtool.py fix notebooks/05_unets.ipynb   # the same, for the named notebooks only
 
 The repository address is read from ``_config.yml`` (``repository: url:``), the one
 place it is written; the badge and install cell of every notebook follow it.
@@ -111,9 +112,10 @@ def fix(path: Path) -> None:
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "check"
     if command == "fix":
-        for path in NOTEBOOKS:
+        paths = [Path(a).resolve() for a in argv[2:]] or NOTEBOOKS
+        for path in paths:
             fix(path)
-        print(f"fixed {len(NOTEBOOKS)} notebooks")
+        print(f"fixed {len(paths)} notebooks")
         return 0
     if command == "check":
         found = [p for path in NOTEBOOKS for p in problems(path)]
