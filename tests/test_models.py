@@ -76,6 +76,112 @@ def test_basic_unet_bad_size():
         BasicUNet(channels=(8, 16))
 
 
+LADDER_SWITCHES = [
+    {"time_embedding": True},
+    {"time_embedding": True, "norm": "group"},
+    {"norm": "batch"},
+    {"residual": True},
+    {"attention": True},
+    {"skips": "concat"},
+    {"skips": "none"},
+    {"dropout": 0.1},
+    {"time_embedding": True, "scale_shift": True},
+    {"num_classes": 10},
+    {
+        "time_embedding": True,
+        "norm": "group",
+        "residual": True,
+        "attention": True,
+        "skips": "concat",
+        "scale_shift": True,
+        "num_classes": 10,
+        "dropout": 0.1,
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "switches", LADDER_SWITCHES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items())
+)
+def test_basic_unet_switches_shapes_gradients_and_round_trip(switches):
+    torch.manual_seed(0)
+    model = BasicUNet(channels=(8, 16, 16), **switches)
+    x, t = torch.randn(3, 1, 12, 12), torch.tensor([0, 500, 999])
+    labels = torch.tensor([1, 2, 10]) if switches.get("num_classes") else None
+    y = model(x, t, labels)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    all_params_get_gradients(model, y)
+    rebuilt = build_model(json.loads(json.dumps(model_config(model))))
+    rebuilt.load_state_dict(model.state_dict())
+    model.eval(), rebuilt.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, t, labels), rebuilt(x, t, labels))
+
+
+def test_basic_unet_default_is_the_minimal_unet():
+    """No switch on: the same parameters as before the switches existed, and a hand-written forward."""
+    torch.manual_seed(0)
+    model = BasicUNet(channels=(4, 8, 8))
+    assert sorted(model.state_dict()) == sorted(
+        f"{side}_layers.{i}.{w}" for side in ("down", "up") for i in range(3) for w in ("weight", "bias")
+    )
+    x = torch.randn(2, 1, 8, 8)
+    d, u, act = model.down_layers, model.up_layers, torch.nn.functional.silu
+    pool, up = torch.nn.functional.max_pool2d, lambda h: torch.nn.functional.interpolate(h, scale_factor=2)
+    h1 = act(d[0](x))
+    h2 = act(d[1](pool(h1, 2)))
+    h3 = act(d[2](pool(h2, 2)))
+    o = act(u[0](h3))
+    o = act(u[1](up(o) + h2))
+    o = u[2](up(o) + h1)
+    with torch.no_grad():
+        assert torch.allclose(model(x), o, atol=1e-6)
+
+
+def test_basic_unet_time_embedding_is_a_bias_per_channel():
+    """With zeroed projections the timestep changes nothing; with a bias it changes the output."""
+    torch.manual_seed(0)
+    model = BasicUNet(channels=(4, 8, 8), time_embedding=True)
+    x = torch.randn(1, 1, 8, 8)
+    with torch.no_grad():
+        for proj in model.emb_proj:
+            proj.weight.zero_(), proj.bias.zero_()
+        plain = BasicUNet(channels=(4, 8, 8))
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if "_layers" in k})
+        assert torch.allclose(model(x, 10), plain(x), atol=1e-6)
+        assert torch.allclose(model(x, 10), model(x, 900), atol=1e-6)
+        model.emb_proj[2].bias.fill_(1.0)  # the same +1 on every channel of the bottleneck
+        assert not torch.allclose(model(x, 10), plain(x), atol=1e-4)
+        torch.nn.init.normal_(model.emb_proj[2].weight)
+        assert not torch.allclose(model(x, 10), model(x, 900), atol=1e-4)
+
+
+def test_basic_unet_concat_with_tied_weights_equals_add():
+    """A conv on [up; skip] with weights [W, W] is W(up + skip): concatenation can do what addition does."""
+    torch.manual_seed(0)
+    add, cat = BasicUNet(channels=(4, 8, 8)), BasicUNet(channels=(4, 8, 8), skips="concat")
+    state = add.state_dict()
+    for i in (1, 2):
+        w = state[f"up_layers.{i}.weight"]
+        state[f"up_layers.{i}.weight"] = torch.cat([w, w], dim=1)
+    cat.load_state_dict(state)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(add(x), cat(x), atol=1e-5)
+        assert not torch.allclose(add(x), BasicUNet(channels=(4, 8, 8), skips="none")(x), atol=1e-3)
+
+
+def test_basic_unet_bad_switches():
+    with pytest.raises(ValueError, match="skips must be one of"):
+        BasicUNet(skips="sum")
+    with pytest.raises(ValueError, match="scale_shift=True needs a condition"):
+        BasicUNet(scale_shift=True)
+    with pytest.raises(ValueError, match="model\\(x, t\\)"):
+        BasicUNet(channels=(4, 8, 8), time_embedding=True)(torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="unconditional"):
+        BasicUNet(channels=(4, 8, 8))(torch.randn(1, 1, 8, 8), 3, torch.tensor([1]))
+
+
 # ----------------------------------------------------------------------------- UNet
 
 SWITCHES = list(
