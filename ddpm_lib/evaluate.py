@@ -29,6 +29,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,6 +63,10 @@ __all__ = [
     "kid",
     "kid_score",
     "load_mnist_classifier",
+    "MemorisationCheck",
+    "memorisation_check",
+    "nearest_neighbours",
+    "Neighbours",
     "sliced_wasserstein",
 ]
 
@@ -627,3 +632,135 @@ def feature_diversity(images_or_features: torch.Tensor, labels: torch.Tensor | N
         raise ValueError("feature_diversity needs at least two images with the same label.")
     return float(torch.stack(means).mean())
 
+
+
+# --------------------------------------------------------------------------- memorisation (chapter 10)
+
+
+class Neighbours(NamedTuple):
+    """For each query image: its nearest reference image (``indices``) and the distance to it."""
+
+    distances: torch.Tensor  # (N,) float64: Euclidean distance in the space below
+    indices: torch.Tensor  # (N,) int64: index into the reference images
+    space: str  # "pixels" or the feature extractor's description
+
+
+@torch.no_grad()
+def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, feature: str = "pixels",
+                       batch_size: int = 256) -> Neighbours:
+    """Each query's nearest reference image, by Euclidean distance in pixels or in features (chapter 10).
+
+    ``queries`` (N, C, H, W) and ``references`` (M, C, H, W) in [-1, 1], same shape per image.
+    ``feature="pixels"``: distance between the images themselves, divided by the square root
+    of the number of values, so it is a root-mean-square pixel difference (0 for an exact
+    copy, about 0.82 between two independent uniform-noise images). ``"mnist"``,
+    ``"inception"``, ``"auto"``: distance between ``image_features`` (chapter 9), which
+    ignores small shifts and stroke changes that pixels punish.
+    """
+    for name, x in (("queries", queries), ("references", references)):
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or len(x) == 0:
+            raise ValueError(f"{name} must be a non-empty (N, C, H, W) tensor in [-1, 1], "
+                             f"got {getattr(x, 'shape', type(x))}.")
+    if queries.shape[1:] != references.shape[1:]:
+        raise ValueError(f"queries are {tuple(queries.shape[1:])} images but references are "
+                         f"{tuple(references.shape[1:])}; compare images of the same shape.")
+    kind = "pixels" if feature == "pixels" else _resolve_feature(feature)[0]
+    return _nearest(_vectors(queries, kind), _vectors(references, kind), kind, batch_size)
+
+
+def _vectors(images: torch.Tensor, kind: str) -> torch.Tensor:
+    """(N, d) float64 CPU vectors of images: the pixels, or their features (kind "mnist" / "inception")."""
+    if kind == "pixels":
+        return images.detach().cpu().double().flatten(1)
+    return image_features(images.detach().cpu(), feature=kind)
+
+
+def _nearest(q: torch.Tensor, r: torch.Tensor, kind: str, batch_size: int = 256) -> Neighbours:
+    scale = q.shape[1] ** 0.5 if kind == "pixels" else 1.0  # pixels: a root-mean-square difference
+    space = {"pixels": "pixels (root-mean-square difference)", "inception": INCEPTION_FEATURE}.get(kind, MNIST_FEATURE)
+    dists, idx = [], []
+    for i in range(0, len(q), batch_size):
+        d = torch.cdist(q[i: i + batch_size], r, compute_mode="donot_use_mm_for_euclid_dist")  # (b, M), exact
+        best = d.min(dim=1)
+        dists.append(best.values / scale)
+        idx.append(best.indices)
+    return Neighbours(torch.cat(dists), torch.cat(idx), space)
+
+
+@dataclass
+class MemorisationCheck:
+    """Nearest training images of generated samples and of held-out real images, in two spaces.
+
+    A model that copies its training data puts its samples much closer to training
+    images than new real images are: compare ``samples[space].distances`` with
+    ``held_out[space].distances`` (``ratio``) and look at the pairs (``plot``).
+    """
+
+    samples: dict[str, Neighbours]  # "pixels" and "features" -> neighbours of the generated images
+    held_out: dict[str, Neighbours]  # the same for real images the model never saw
+    feature: str  # the feature extractor behind "features"
+
+    def ratio(self, space: str = "pixels") -> float:
+        """Median nearest-training distance of the samples over that of held-out images (< 1: closer)."""
+        return float(self.samples[space].distances.median() / self.held_out[space].distances.median())
+
+    def copies(self, space: str = "pixels", quantile: float = 0.01) -> int:
+        """Samples closer to a training image than all but ``quantile`` of held-out images are."""
+        limit = torch.quantile(self.held_out[space].distances, quantile)
+        return int((self.samples[space].distances < limit).sum())
+
+    def __str__(self) -> str:
+        lines = []
+        for space in ("pixels", "features"):
+            s, h = self.samples[space].distances, self.held_out[space].distances
+            lines.append(f"{space}: median nearest-training distance {s.median():.3f} for {len(s)} samples, "
+                         f"{h.median():.3f} for {len(h)} held-out images (ratio {self.ratio(space):.2f}); "
+                         f"{self.copies(space)} samples closer than 99 % of held-out images")
+        return "\n".join(lines)
+
+    def plot(self, samples: torch.Tensor, train: torch.Tensor, n: int = 8, title: str | None = None):
+        """Samples over their nearest training images (pixels, features), and both distance histograms."""
+        import matplotlib.pyplot as plt
+
+        from .viz import show_images
+
+        n = min(n, len(samples))
+        fig = plt.figure(figsize=(max(8.0, 1.1 * n), 6.4))
+        grid = fig.add_gridspec(2, 2, height_ratios=[1.6, 1.0])
+        ax = fig.add_subplot(grid[0, :])
+        idx_p, idx_f = self.samples["pixels"].indices[:n], self.samples["features"].indices[:n]
+        rows = torch.cat([samples[:n].cpu(), train[idx_p].cpu(), train[idx_f].cpu()])
+        show_images(rows.float(), nrow=n, ax=ax,
+                    title="top: generated; middle: nearest training image in pixels; bottom: in features")
+        for k, space in enumerate(("pixels", "features")):
+            a = fig.add_subplot(grid[1, k])
+            s, h = self.samples[space].distances.numpy(), self.held_out[space].distances.numpy()
+            bins = np.histogram_bin_edges(np.concatenate([s, h]), bins=20)
+            a.hist(h, bins=bins, alpha=0.6, label=f"held-out real ({len(h)})", color="C0")
+            a.hist(s, bins=bins, alpha=0.6, label=f"generated ({len(s)})", color="C1")
+            a.set_xlabel(f"distance to the nearest training image ({space})")
+            a.set_ylabel("images")
+            a.legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        return fig
+
+
+def memorisation_check(samples: torch.Tensor, train: torch.Tensor, held_out: torch.Tensor,
+                       feature: str = "auto") -> MemorisationCheck:
+    """Nearest training image of every generated sample and of every held-out real image (chapter 10).
+
+    ``train`` is what the model was trained on, ``held_out`` real images it never saw
+    (the same number as ``samples`` makes the histograms comparable), all (N, C, H, W)
+    in [-1, 1]. Distances in pixels and in ``feature`` space (``nearest_neighbours``).
+    """
+    for name, x in (("samples", samples), ("held_out", held_out)):
+        nearest_neighbours(x[:1], train[:1])  # checks shapes with a clear error before any features
+    kind, _ = _resolve_feature(feature)
+    train_vectors = {"pixels": _vectors(train, "pixels"), "features": _vectors(train, kind)}  # once
+    out: dict[str, dict[str, Neighbours]] = {"samples": {}, "held_out": {}}
+    for key, x in (("samples", samples), ("held_out", held_out)):
+        out[key]["pixels"] = _nearest(_vectors(x, "pixels"), train_vectors["pixels"], "pixels")
+        out[key]["features"] = _nearest(_vectors(x, kind), train_vectors["features"], kind)
+    return MemorisationCheck(out["samples"], out["held_out"], out["samples"]["features"].space)

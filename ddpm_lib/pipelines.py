@@ -4,9 +4,15 @@ Two folder formats, chosen by the network:
 
 * a diffusers ``UNet2DModel`` is written as a diffusers ``DDPMPipeline`` folder
   (``model_index.json``, ``unet/``, ``scheduler/``), which
-  ``diffusers.DDPMPipeline.from_pretrained(folder)`` loads as it is; the
-  ``DDPMScheduler`` config reproduces the noise schedule exactly (a named
-  ``beta_schedule`` where one matches, otherwise ``trained_betas``);
+  ``diffusers.DDPMPipeline.from_pretrained(folder)`` loads as it is. Its scheduler
+  is the fast one the book recommends (chapter 7): a ``DPMSolverMultistepScheduler``
+  (DPM-Solver++ 2M, trailing timesteps, first order into sigma = 0), the same
+  update as ``dl.sample(..., sampler="dpmpp_2m")``, so 20 steps are enough; its
+  config reproduces the noise schedule exactly (a named ``beta_schedule`` where
+  one matches, otherwise ``trained_betas``). A class-conditional UNet2DModel is
+  written the same way, but diffusers' DDPMPipeline has no way to pass labels:
+  sample it with ``dl.load_pretrained`` and ``dl.sample(..., class_labels=...,
+  guidance_scale=...)`` (its model card says so);
 * our own networks (``UNet``, ``DiT``, ``BasicUNet``) are written as a ddpm_lib
   folder: ``model_config.json`` (class name and constructor arguments),
   ``model.safetensors`` (the weights), ``schedule.json`` (the betas, plus the
@@ -44,6 +50,7 @@ __all__ = [
     "Pretrained",
     "PretrainedUnavailableError",
     "ddpm_scheduler",
+    "dpmsolver_scheduler",
     "export_pipeline",
     "list_pretrained",
     "load_pretrained",
@@ -160,6 +167,32 @@ def ddpm_scheduler(schedule, prediction: str = "eps", **kwargs: Any):
     return DDPMScheduler(trained_betas=betas.tolist(), **common)
 
 
+def dpmsolver_scheduler(schedule, prediction: str = "eps", **kwargs: Any):
+    """A diffusers ``DPMSolverMultistepScheduler`` for ``schedule``: the sampler exported pipelines carry.
+
+    DPM-Solver++ (2M) on "trailing" timesteps, first order on the last step into
+    sigma = 0: the same update and grid as ``dl.sample(..., sampler="dpmpp_2m")``
+    (chapter 7), which is close to 1,000 DDPM steps at 20-25 steps. The betas are
+    exactly those of ``schedule`` (as in ``ddpm_scheduler``); a zero-terminal-SNR
+    schedule sets ``rescale_betas_zero_snr`` so that the last step stays finite.
+    Extra keyword arguments go to the scheduler (e.g. ``solver_order=3``).
+    """
+    from diffusers import DPMSolverMultistepScheduler
+
+    ddpm = ddpm_scheduler(schedule, prediction)  # checks prediction and kind, matches the betas
+    named = {k: ddpm.config[k] for k in ("beta_schedule", "beta_start", "beta_end")}
+    betas = None if ddpm.config.trained_betas is None else list(ddpm.config.trained_betas)
+    zero_terminal = float(ddpm.alphas_cumprod[-1]) == 0.0
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=ddpm.config.num_train_timesteps,
+        trained_betas=betas,
+        prediction_type=ddpm.config.prediction_type,
+        **named,
+        **{"algorithm_type": "dpmsolver++", "solver_order": 2, "timestep_spacing": "trailing",
+           "final_sigmas_type": "zero", "rescale_betas_zero_snr": zero_terminal, **kwargs},
+    )
+
+
 def _schedule_to_dict(schedule) -> dict[str, Any]:
     """schedule.json: name, arguments and kind, plus the betas and log-SNR that define it exactly."""
     betas = _schedule_betas(schedule)
@@ -216,7 +249,7 @@ def _is_diffusers_unet(model: nn.Module) -> bool:
 def _write_diffusers(model: nn.Module, schedule, folder: Path, prediction: str) -> None:
     from diffusers import DDPMPipeline
 
-    pipe = DDPMPipeline(unet=model, scheduler=ddpm_scheduler(schedule, prediction))
+    pipe = DDPMPipeline(unet=model, scheduler=dpmsolver_scheduler(schedule, prediction))
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
@@ -240,11 +273,30 @@ def _model_card(
     name = getattr(schedule, "name", None) or "custom betas"
     shape = model_image_shape(model)
     shape_text = "x".join(map(str, shape)) if None not in shape else "any size that is a multiple of 4"
+    k = model_num_classes(model)
+    diffusers_ok = fmt == "diffusers" and k is None  # DDPMPipeline cannot pass class labels
     load = (
         "from diffusers import DDPMPipeline\n"
-        f'images = DDPMPipeline.from_pretrained("{folder_name}")(batch_size=4).images\n'
-        if fmt == "diffusers"
+        f'pipe = DDPMPipeline.from_pretrained("{folder_name}")  # carries a DPMSolverMultistepScheduler\n'
+        "images = pipe(batch_size=4, num_inference_steps=20).images\n"
+        if diffusers_ok
         else ""
+    )
+    draw = (
+        "x = dl.sample(pre.model, shape=(16, *pre.image_shape), schedule=pre.schedule, "
+        "prediction=pre.prediction, **pre.sampling)"
+    )
+    if k is not None:
+        draw = (
+            f"labels = torch.arange(16) % {k}  # classes 0..{k - 1}; {k} is the null class\n"
+            "x = dl.sample(pre.model, shape=(16, *pre.image_shape), schedule=pre.schedule, "
+            "prediction=pre.prediction,\n              class_labels=labels, guidance_scale=3.0, "
+            "**pre.sampling)"
+        )
+    conditional = (
+        [f"Class-conditional: {k} classes (labels 0 to {k - 1}) and the null class {k}, which classifier-free "
+         "guidance uses. diffusers' `DDPMPipeline` cannot pass labels, so sample it with ddpm_lib as below.", ""]
+        if k is not None else []
     )
     lines = [
         f"# {folder_name}",
@@ -258,13 +310,16 @@ def _model_card(
         f"| image shape (C x H x W) | {shape_text} |",
         f"| noise schedule | {name} ({getattr(schedule, 'kind', 'vp')}), T = {len(betas)}, beta from {betas[0]:.3g} to {betas[-1]:.3g} |",
         f"| prediction | {prediction} |",
+        f"| classes | {k if k is not None else 'none (unconditional)'} |",
         "",
+        *conditional,
         "## Load it",
         "",
         "```python",
+        "import torch",
         "import ddpm_lib as dl",
         f'pre = dl.load_pretrained("{folder_name}")  # a name in pretrained/, or the path of this folder',
-        "x = dl.sample(pre.model, shape=(16, *pre.image_shape), schedule=pre.schedule, prediction=pre.prediction)",
+        draw,
         load + "```",
         "",
     ]

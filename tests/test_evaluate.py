@@ -261,3 +261,49 @@ def test_inception_path_through_torchmetrics_with_a_stand_in_network(monkeypatch
     assert "without" in dl.fid(real, fake, feature="auto", antialias=False).resize
     k = dl.kid_score(real, fake, subsets=5, subset_size=200)
     assert k.name == "KID" and k.std is not None and np.isfinite(k.value)
+
+
+# ----------------------------------------------------------------------------- memorisation (chapter 10)
+
+
+def _digits():
+    return dl.load_images("mnist-5k", image_size=32, max_images=300).images  # (300, 1, 32, 32)
+
+
+def test_nearest_neighbours_finds_copies_in_pixels_and_features():
+    train = _digits()[:200]
+    queries = train[[5, 17, 150]]
+    for feature in ("pixels", "mnist"):
+        nn_ = dl.nearest_neighbours(queries, train, feature=feature)
+        assert nn_.indices.tolist() == [5, 17, 150], feature
+        assert (nn_.distances < 1e-4).all(), (feature, nn_.distances)  # features: float32 batch rounding
+    noise = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    far = dl.nearest_neighbours(noise[:2], noise[2:], feature="pixels")
+    assert ((far.distances > 0.7) & (far.distances < 0.95)).all(), "uniform noise: about 0.82 rms apart"
+
+
+def test_memorisation_check_tells_a_copying_model_from_a_new_one():
+    digits = _digits()
+    train, held_out = digits[:200], digits[200:250]
+    copies = train[torch.arange(0, 200, 4)]  # a model that returns training images
+    shifted = torch.roll(held_out, shifts=1, dims=-1)  # new digits, not in the training set
+    copying = dl.memorisation_check(copies, train, held_out, feature="mnist")
+    fresh = dl.memorisation_check(shifted, train, held_out, feature="mnist")
+    for space in ("pixels", "features"):
+        assert copying.ratio(space) < 0.01 and copying.copies(space) == 50, space
+        assert fresh.ratio(space) > 0.5 and fresh.copies(space) < 5, space
+    assert "ratio" in str(copying) and copying.feature.startswith("MNISTClassifier")
+    fig = copying.plot(copies, train, n=6, title="copies")
+    assert len(fig.axes) == 3
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_nearest_neighbours_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        dl.nearest_neighbours(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 16, 16))
+    with pytest.raises(ValueError, match="non-empty"):
+        dl.nearest_neighbours(torch.zeros(0, 1, 8, 8), torch.zeros(3, 1, 8, 8))
+    with pytest.raises(ValueError, match="feature"):
+        dl.nearest_neighbours(torch.zeros(2, 1, 8, 8), torch.zeros(3, 1, 8, 8), feature="clip")

@@ -294,3 +294,71 @@ def test_installed_without_the_repository_is_a_clear_error(tmp_path, monkeypatch
     with pytest.raises(FileNotFoundError, match=r"installed without the book's repository"):
         dl.evaluate._load_classifier_cached.cache_clear()
         dl.load_mnist_classifier()
+
+
+# ----------------------------------------------------------------------------- the fast scheduler (chapter 10)
+
+
+@pytest.mark.parametrize("name,prediction", [("linear", "eps"), ("cosine", "v"), ("linear", "x0")])
+def test_exported_pipeline_samples_with_dpm_solver_in_20_steps(tmp_path, name, prediction):
+    """The folder carries DPMSolverMultistepScheduler; its 20 steps are dl.sample's dpmpp_2m (trailing)."""
+    from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+
+    model, schedule = tiny_diffusers_unet(), dl.make_schedule(name)  # T = 1000, as trained
+    folder = export_pipeline(model, schedule, tmp_path / "pipe", prediction=prediction)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "DPMSolverMultistepScheduler"]
+    for cls in (DDPMPipeline, DiffusionPipeline):
+        pipe = cls.from_pretrained(folder)
+        assert type(pipe).__name__ == "DDPMPipeline" and isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    cfg = pipe.scheduler.config
+    assert cfg.prediction_type == {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}[prediction]
+    assert cfg.algorithm_type == "dpmsolver++" and cfg.solver_order == 2 and cfg.timestep_spacing == "trailing"
+    assert_same_schedule(schedule, pipe.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=2, num_inference_steps=20, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images  # (2, 8, 8, 1) in [0, 1]
+    assert len(pipe.scheduler.timesteps) == 20
+    ours = dl.sample(model, (2, 1, 8, 8), schedule, sampler="dpmpp_2m", steps=20, spacing="trailing",
+                     prediction=prediction, generator=torch.Generator().manual_seed(0))
+    ours = (ours / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert abs(images - ours).max() < 1e-3, "diffusers' DPM-Solver++ 2M and dl.sample's dpmpp_2m agree"
+    pre = load_pretrained(folder)  # ddpm_lib still reads the folder, and the same schedule
+    assert pre.prediction == prediction
+    assert_same_schedule(schedule, pre.schedule)
+
+
+def test_dpmsolver_scheduler_zero_terminal_snr_stays_finite():
+    schedule = dl.rescale_zero_terminal_snr(dl.make_schedule("linear"))
+    scheduler = dl.dpmsolver_scheduler(schedule, "v")
+    assert scheduler.config.rescale_betas_zero_snr
+    scheduler.set_timesteps(20)
+    x = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    for t in scheduler.timesteps:
+        x = scheduler.step(torch.zeros_like(x), t, x).prev_sample
+    assert torch.isfinite(x).all()
+
+
+def test_class_conditional_export_samples_with_labels_and_guidance(tmp_path):
+    """A class-conditional network: dl.load_pretrained + dl.sample(class_labels, guidance_scale) use it."""
+    model, schedule = tiny_diffusers_unet(num_classes=3), dl.make_schedule("cosine")
+    folder = export_pipeline(model, schedule, tmp_path / "cond", prediction="v",
+                             sampling={"sampler": "dpmpp_2m", "steps": 6, "clip_x0": None})
+    card = (folder / "README.md").read_text()
+    assert "Class-conditional: 3 classes" in card and "guidance_scale=3.0" in card
+    assert "DDPMPipeline.from_pretrained" not in card, "DDPMPipeline cannot pass labels; the card must not offer it"
+    pre = load_pretrained(folder)
+    assert pre.num_classes == 3 and pre.null_class == 3 and pre.sampling["steps"] == 6
+    labels = torch.tensor([0, 1, 2])
+
+    def draw(model, **kw):
+        return dl.sample(model, (3, 1, 8, 8), pre.schedule, prediction=pre.prediction,
+                         generator=torch.Generator().manual_seed(0), **pre.sampling, **kw)
+
+    x_guided = draw(pre.model, class_labels=labels, guidance_scale=3.0)
+    assert torch.equal(x_guided, draw(model, class_labels=labels, guidance_scale=3.0)), "same as the original"
+    x_plain = draw(pre.model, class_labels=labels)
+    x_other = draw(pre.model, class_labels=torch.tensor([2, 0, 1]))
+    assert not torch.allclose(x_guided, x_plain) and not torch.allclose(x_plain, x_other), (
+        "the labels and the guidance scale change the samples")
+    assert torch.isfinite(x_guided).all()
