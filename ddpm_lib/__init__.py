@@ -15,6 +15,8 @@ chapters in order (see ``DESIGN.md`` in the repository):
 ``dl.train``              ``TrainConfig`` and ``Trainer`` (chapters 2 and 10)
 ``dl.evaluate``           Frechet distance, FID/KID, the MNIST classifier (ch. 9)
 ``dl.pipelines``          diffusers export and ``load_pretrained`` (chapters 1, 10)
+``dl.fit``                batch size that fits the device, by a trial step (ch. 10)
+``dl.paths``              where runs live (Drive on Colab), ``run_dir``, ``delete_run``
 ``dl.viz``                plots and animations (every chapter)
 ``dl.widgets``            ipywidgets explorers (chapter 3; imported lazily)
 ``dl.book``               ``setup(chapter)``: profile, device, seed and sizes
@@ -66,8 +68,11 @@ from .evaluate import (
     jpeg_roundtrip, kid, kid_score, load_mnist_classifier, MetricResult, MNISTClassifier,
     sliced_wasserstein,
 )
+from .evaluate import memorisation_check, MemorisationCheck, nearest_neighbours, Neighbours
+from .fit import DeviceFit, fit_batch_size, measure_step_memory
+from .paths import delete_run, run_dir, RunNotOursError, runs_dir
 from .pipelines import (
-    ddpm_scheduler, export_pipeline, list_pretrained, load_pretrained, Pretrained,
+    ddpm_scheduler, dpmsolver_scheduler, export_pipeline, list_pretrained, load_pretrained, Pretrained,
     PretrainedUnavailableError,
 )
 from .viz import animate_sampling, make_grid_image, plot_loss, plot_schedule, show_images, TrajectoryRecorder
