@@ -11,6 +11,7 @@ chapters in order (see ``DESIGN.md`` in the repository):
 ``dl.models``             ``BasicUNet``, ``UNet``, ``DiT`` (chapter 5)
 ``dl.samplers``           ``sample`` and every sampler (chapters 4 and 7)
 ``dl.toy``                Gaussian mixtures with exact scores (chapters 4 and 7)
+``dl.consistency``        consistency models and consistency distillation (ch. 7)
 ``dl.data``               ``load_images`` (chapters 2 and 10)
 ``dl.train``              ``TrainConfig`` and ``Trainer`` (chapters 2 and 10)
 ``dl.evaluate``           Frechet distance, FID/KID, the MNIST classifier (ch. 9)
@@ -55,6 +56,10 @@ from .samplers import (
     sigma_to_t, timesteps,
 )
 from .toy import MIXTURES_2D, ExactDenoiser, GaussianMixture, make_2d_mixture, make_mixture
+from .consistency import (
+    ConsistencyConfig, ConsistencyModel, consistency_scalings, distill_consistency, DistillationResult, ode_step,
+    sample_consistency,
+)
 from .data import DataReport, DatasetUnavailableError, ImageDataset, images_from_dataset, load_images
 from .train import (
     EMA, CheckpointError, find_checkpoints, latest_checkpoint, load_checkpoint, NonFiniteLossError,

@@ -18,6 +18,8 @@ EXPECTED = {
     "nearest_neighbours", "Neighbours", "dpmsolver_scheduler", "delete_run", "run_dir", "RunNotOursError",
     "runs_dir",
     "PRESETS", "Preset", "get_preset", "preset_model",
+    "ConsistencyConfig", "ConsistencyModel", "consistency_scalings", "distill_consistency", "DistillationResult",
+    "ode_step", "sample_consistency",
     "BasicUNet", "CheckpointError", "ClassBalance", "DEFAULT_CLIP_X0", "DEFAULT_SPACING", "DataReport",
     "DatasetUnavailableError", "DiT", "EDMDenoiser", "EMA", "ExactDenoiser", "GaussianMixture",
     "ImageDataset", "InceptionUnavailableError", "MIXTURES_2D", "MNISTClassifier", "MODELS",
@@ -44,8 +46,8 @@ EXPECTED = {
 }
 
 # The modules whose ``__all__`` together make up ``dl``; their __all__ lists are the API reference.
-MODULES = ("schedules", "forward", "targets", "losses", "modelcall", "models", "samplers", "toy", "data", "train",
-           "evaluate", "presets", "pipelines", "viz", "fit")
+MODULES = ("schedules", "forward", "targets", "losses", "modelcall", "models", "samplers", "toy", "consistency",
+           "data", "train", "evaluate", "presets", "pipelines", "viz", "fit")
 # Modules of which dl holds only some names (the rest are the library's own plumbing).
 PARTLY = {"paths": ("delete_run", "run_dir", "RunNotOursError", "runs_dir")}
 
