@@ -14,6 +14,7 @@ chapters in order (see ``DESIGN.md`` in the repository):
 ``dl.consistency``        consistency models and consistency distillation (ch. 7)
 ``dl.data``               ``load_images`` (chapters 2 and 10)
 ``dl.train``              ``TrainConfig`` and ``Trainer`` (chapters 2 and 10)
+``dl.checkpoint``         checkpoint files, resume checks, the run lock (ch. 10)
 ``dl.evaluate``           Frechet distance, FID/KID, the MNIST classifier (ch. 9)
 ``dl.pipelines``          diffusers export and ``load_pretrained`` (chapters 1, 10)
 ``dl.fit``                batch size that fits the device, by a trial step (ch. 10)
@@ -61,10 +62,8 @@ from .consistency import (
     sample_consistency,
 )
 from .data import DataReport, DatasetUnavailableError, ImageDataset, images_from_dataset, load_images
-from .train import (
-    EMA, CheckpointError, find_checkpoints, latest_checkpoint, load_checkpoint, NonFiniteLossError,
-    save_checkpoint, TrainConfig, Trainer, TrainHistory,
-)
+from .train import EMA, NonFiniteLossError, TrainConfig, Trainer, TrainHistory
+from .checkpoint import CheckpointError, find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
 from .presets import PRESETS, Preset, get_preset, preset_model
 from .evaluate import (
     class_balance, ClassBalance, classifier_features, classify, confident_fraction, domain_fd,

@@ -271,17 +271,31 @@ class NoiseSchedule:
     # ------------------------------------------------------------------ functions of t
 
     def _as_timesteps(self, t: TimeLike) -> torch.Tensor:
-        """``t`` as a tensor on the schedule's device, checked to lie in [0, T-1]."""
-        t = torch.as_tensor(t, device=self.device)
+        """``t`` as a tensor on the schedule's device, checked to lie in [0, T-1].
+
+        Never waits for a GPU: a number or a CPU tensor is checked on the host (a ``ValueError``
+        naming the values); a tensor already on an accelerator is checked there, asynchronously
+        (``torch._assert_async``: on CUDA an out-of-range t stops the program with a device-side
+        assertion, without this message; check such t on the CPU to see the values), so that a
+        training step does not stop to read t back. Keep the schedule
+        on the network's device (``schedule.to(device)``, as the Trainer does): a GPU t given to
+        a CPU schedule is copied to the host, which waits for the GPU.
+        """
+        t = torch.as_tensor(t)  # numbers and lists: a CPU tensor; a tensor stays where it is
         if t.dtype == torch.bool:
             raise ValueError("t must hold integer or float timesteps, not booleans.")
         last = self.num_timesteps - 1
-        if t.numel() and (bool(t.min() < 0) or bool(t.max() > last)):
-            raise ValueError(
-                f"timesteps must lie in [0, {last}] (0-based indices into a schedule with T="
-                f"{self.num_timesteps}); got values from {t.min().item()} to {t.max().item()}."
-            )
-        return t
+        if t.numel() and t.device.type == "cpu":
+            if bool(t.min() < 0) or bool(t.max() > last):
+                raise ValueError(
+                    f"timesteps must lie in [0, {last}] (0-based indices into a schedule with T="
+                    f"{self.num_timesteps}); got values from {t.min().item()} to {t.max().item()}."
+                )
+        elif t.numel():
+            torch._assert_async(((t >= 0) & (t <= last)).all(),
+                                f"timesteps must lie in [0, {last}] (0-based indices into a schedule with "
+                                f"T={self.num_timesteps}).")
+        return t.to(self.device)
 
     def log_snr(self, t: TimeLike) -> torch.Tensor:
         """λ_t = log(a_t² / s_t²) = log(ᾱ_t / (1 - ᾱ_t)); float t: linear in λ between integer steps."""

@@ -20,19 +20,24 @@ diffusers).
 
 Resuming is exact. Nothing random depends on how long the process has been
 running: the data order of epoch e is a permutation drawn from (seed, e); the
-timesteps, noise and label dropout of step n come from a generator seeded with
-(seed, process, n); dropout inside the network uses torch's global generator,
-whose state is saved in every checkpoint. So a run killed at any moment (even
-with ``kill -9`` while it writes a checkpoint) and started again ends with the
-same weights, bit for bit on the CPU, as a run that was never interrupted. (With
-a ``DataLoader`` and ``num_workers > 0`` the data order is still exact; random
-augmentations inside your own ``Dataset`` are exact only if they are seeded.)
+random flips of a ``dl.load_images(..., flip=True)`` dataset, the timesteps, noise
+and label dropout of step n come from a generator seeded with (seed, process, n)
+(the Trainer flips whole batches itself, also with a DataLoader, so that no worker
+holds a generator of its own); dropout inside the network uses torch's global
+generator, whose state is saved in every checkpoint. So a run killed at any moment
+(even with ``kill -9`` while it writes a checkpoint) and started again ends with
+the same weights, bit for bit on the CPU, as a run that was never interrupted.
+(Random augmentations inside your own ``Dataset`` are exact only if they are seeded.)
 
-Checkpoints are ``out_dir/checkpoints/step_XXXXXX.pt`` files, read with
-``torch.load(weights_only=True)``. The newest ``keep_checkpoints`` are kept. When
-the newest one cannot be read, ``fit`` warns (naming the file), leaves the file
-where it is and resumes from the previous one; ``load_checkpoint`` on that file
-raises a ``CheckpointError`` naming it.
+Checkpoints (``dl.checkpoint``) are ``out_dir/checkpoints/step_XXXXXX.pt`` files,
+read with ``torch.load(weights_only=True)``; they hold the noise schedule too, so a
+run trained with a custom ``schedule=`` continues with it. The newest
+``keep_checkpoints`` are kept. When the newest one cannot be read, ``fit`` warns
+(naming the file), leaves the file where it is and resumes from the previous one.
+Resuming with settings that change what the run learns (lr, batch_size, schedule,
+prediction, image_size, the network, ...) is a ``CheckpointError`` naming them;
+max_steps, max_minutes, logging, sample grids and speed settings may change
+(``dl.checkpoint.RESUMABLE_FIELDS``).
 """
 
 from __future__ import annotations
@@ -57,7 +62,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import losses, pipelines, samplers, schedules
+from . import checkpoint, losses, pipelines, samplers, schedules
+from .checkpoint import (  # noqa: F401 (also importable from here, as before they moved)
+    CheckpointError,
+    find_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .models import model_config
 from .models.registry import model_image_shape
 from .models.registry import model_num_classes as _model_num_classes
@@ -65,24 +77,12 @@ from .models.registry import unwrap_model as _unwrap
 from .paths import write_json as _write_json
 from .targets import PREDICTIONS, WEIGHTINGS
 
-__all__ = [
-    "EMA",
-    "CheckpointError",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainHistory",
-    "Trainer",
-    "find_checkpoints",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "save_checkpoint",
-]
+# Checkpoint files (CheckpointError, save / load / find / latest_checkpoint) live in dl.checkpoint.
+__all__ = ["EMA", "NonFiniteLossError", "TrainConfig", "TrainHistory", "Trainer"]
 
 LR_SCHEDULES = ("cosine", "constant")  # after the warm-up
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 AUTO_OR_BOOL = ("auto", True, False)
-CHECKPOINT_FORMAT = "ddpm_lib-checkpoint-1"
-_CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
 _DATA_ON_DEVICE_MAX_BYTES = 2 * 1024**3  # "auto" keeps datasets up to 2 GiB (as float32) on the device
 
 
@@ -268,124 +268,11 @@ class EMA:
         self.num_updates = int(state["num_updates"])
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read, or that does not fit the model being trained."""
+# --------------------------------------------------------------------------- errors
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a folder: os.replace is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically: to a temporary file, fsync, then ``os.replace``.
-
-    A crash at any moment leaves either the old file or the complete new one,
-    never a partial file under ``path``. Chapter 10.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _first_sentence(e: Exception) -> str:
-    """The first sentence of an error, without torch's advice to drop ``weights_only`` (never do that)."""
-    lines = str(e).splitlines()
-    return lines[0].split(". ")[0][:200] if lines else ""
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by the Trainer (``torch.load(weights_only=True)``: no code runs).
-
-    Raises ``CheckpointError`` naming the file when it is missing, truncated,
-    corrupt or not a ddpm_lib checkpoint. Chapter 10.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file {path}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, flipped bytes, not a torch file ...
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(e).__name__}: {_first_sentence(e)}); "
-            "the file is truncated or corrupt. Delete it to resume from an earlier checkpoint."
-        ) from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a ddpm_lib training checkpoint (no format {CHECKPOINT_FORMAT!r}).")
-    digest = state.pop("sha256", None)
-    if digest != _state_digest(state):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match the stored checksum.")
-    return state
-
-
-def _state_digest(state: Any, h: Any = None) -> str:
-    """SHA-256 over every tensor and value of a checkpoint: catches corruption that still unpickles."""
-    h = h or hashlib.sha256()
-    if isinstance(state, dict):
-        for key in sorted(state, key=str):
-            h.update(repr(key).encode())
-            _state_digest(state[key], h)
-    elif isinstance(state, (list, tuple)):
-        for item in state:
-            _state_digest(item, h)
-    elif isinstance(state, torch.Tensor):
-        h.update(f"{state.dtype}{tuple(state.shape)}".encode())
-        h.update(state.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    else:
-        h.update(repr(state).encode())
-    return h.hexdigest()
-
-
-def find_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoint files in ``out_dir/checkpoints``, oldest first (by step)."""
-    folder = Path(out_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable checkpoint ``(path, state)``, or None when there is none.
-
-    An unreadable newer file is left in place and reported with a warning; when
-    every checkpoint is unreadable, the ``CheckpointError`` of the newest is raised
-    (starting from scratch would silently overwrite them). Chapter 10.
-    """
-    files = find_checkpoints(out_dir)
-    first_error = None
-    for path in reversed(files):
-        try:
-            return path, load_checkpoint(path)
-        except CheckpointError as e:
-            first_error = first_error or e
-            warnings.warn(f"{e} Trying the previous checkpoint; the file is left as it is.", stacklevel=2)
-    if first_error is not None:
-        raise first_error
-    return None
 
 
 # --------------------------------------------------------------------------- history
@@ -427,10 +314,14 @@ class _BatchOrder:
 
     Process r of W takes the r-th of W consecutive slices of B indices, so the
     processes see disjoint images. A pure function of m: resuming needs only m.
+    The permutation is drawn on the CPU and kept on ``device``, copied there once an
+    epoch, so that a step on a GPU does not wait for a host-to-device copy.
     """
 
-    def __init__(self, n: int, batch_size: int, world_size: int, rank: int, seed: int):
+    def __init__(self, n: int, batch_size: int, world_size: int, rank: int, seed: int,
+                 device: torch.device | str = "cpu"):
         self.n, self.B, self.W, self.rank, self.seed = n, batch_size, world_size, rank, seed
+        self.device = torch.device(device)
         self.per_epoch = n // (batch_size * world_size)
         if self.per_epoch < 1:
             raise ValueError(
@@ -443,7 +334,7 @@ class _BatchOrder:
         epoch, j = divmod(m, self.per_epoch)
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(_mix(self.seed, epoch, 0x5EED))
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).to(self.device)
         start = (j * self.W + self.rank) * self.B
         return self._perm[start : start + self.B]  # (B,)
 
@@ -524,10 +415,11 @@ class Trainer:
     def __init__(self, model: nn.Module, dataset: Any, cfg: TrainConfig | None = None, schedule: Any = None):
         self.cfg = cfg = cfg or TrainConfig()
         self.out_dir = _check_out_dir(Path(cfg.out_dir))
-        self.schedule = schedule if schedule is not None else schedules.make_schedule(
-            cfg.schedule, num_timesteps=cfg.num_timesteps)
         self.accelerator = _make_accelerator(cfg)
         self.device = self.accelerator.device
+        self._own_schedule = schedule is not None  # a custom schedule: resuming checks it is the same
+        self.schedule = self._on_device(schedule if schedule is not None else schedules.make_schedule(
+            cfg.schedule, num_timesteps=cfg.num_timesteps))
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.channels_last = self.device.type == "cuda" if cfg.channels_last == "auto" else bool(cfg.channels_last)
         self.num_classes = _model_num_classes(model)
@@ -549,7 +441,8 @@ class Trainer:
             self.labels = None if labels is None else labels.long()
             _check_range(self.images)
         self._check_labels(self.labels if self.data_on_device else first_label)
-        self.order = _BatchOrder(self.n_images, cfg.batch_size, self.world_size, self.rank, cfg.seed)
+        self.order = _BatchOrder(self.n_images, cfg.batch_size, self.world_size, self.rank, cfg.seed,
+                                 device=self.device if self.data_on_device else "cpu")
 
         # network, EMA, optimizer, learning-rate schedule
         model = model.to(self.device)
@@ -660,10 +553,10 @@ class Trainer:
         """Micro-batches from ``self.micro_batch`` on: (x0 (B, C, H, W) on the device, labels (B,) or None)."""
         if self.data_on_device:
             while True:
-                idx = self.order.indices(self.micro_batch).to(self.device)
+                idx = self.order.indices(self.micro_batch)
                 yield self.images[idx], (None if self.labels is None else self.labels[idx])
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=_BatchSampler(self.order, self.micro_batch),
+            _without_flips(self.dataset), batch_sampler=_BatchSampler(self.order, self.micro_batch),
             num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(_mix(self.cfg.seed, self.micro_batch)),
         )
@@ -684,7 +577,7 @@ class Trainer:
 
     def _loss(self, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
-        if self.data_on_device and _flips(self.dataset):
+        if _flips(self.dataset):  # drawn from the step's generator: exact on resume, whatever the workers
             x0 = self.dataset.augment(x0, generator=self.generator)
         return losses.diffusion_loss(
             self.model, x0, self.schedule, prediction=cfg.prediction, weighting=cfg.weighting,
@@ -709,7 +602,7 @@ class Trainer:
         becomes NaN or infinite; the last good checkpoint stays on disk.
         """
         cfg, acc = self.cfg, self.accelerator
-        lock = _RunLock(self.out_dir) if self.is_main else None
+        lock = checkpoint.RunLock(self.out_dir) if self.is_main else None
         try:
             return self._fit(cfg, acc, on_step)
         finally:
@@ -848,14 +741,21 @@ class Trainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
+    def _on_device(self, schedule: Any) -> Any:
+        """The schedule with its tables on the training device (float32 on MPS, which has no float64)."""
+        if not isinstance(schedule, schedules.NoiseSchedule) or schedule.device == self.device:
+            return schedule
+        mps64 = self.device.type == "mps" and schedule.dtype == torch.float64
+        return schedule.to(self.device, torch.float32 if mps64 else None)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly (see ``save``)."""
         from accelerate.utils import gather_object
 
-        acc = self.accelerator
-        rng = gather_object([_rng_state()]) if self.world_size > 1 else [_rng_state()]
+        scaler = self.accelerator.scaler
+        rng = [checkpoint.rng_state()]
         state = {
-            "format": CHECKPOINT_FORMAT,
+            "format": checkpoint.CHECKPOINT_FORMAT,
             "step": self.step,
             "micro_batch": self.micro_batch,
             "epoch": self.epoch,
@@ -863,37 +763,38 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict(),
-            "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
-            "rng": rng,  # one dict per process
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": gather_object(rng) if self.world_size > 1 else rng,  # one dict per process
             "config": self.cfg.to_dict(),
             "model_config": self.model_config,
+            "schedule": checkpoint.schedule_state(self.schedule),
             "history": list(self.history.rows),
             "budget": {"elapsed_seconds": self.elapsed_seconds, "planned_steps": self.planned_steps,
                        "warmup_steps": self.warmup_steps},
         }
-        state["sha256"] = _state_digest(state)
+        state["sha256"] = checkpoint.state_digest(state)
         return state
 
     def save(self) -> Path:
         """Write a checkpoint ``out_dir/checkpoints/step_XXXXXX.pt`` and prune old ones (chapter 10)."""
         state = self.state_dict()  # every process takes part (RNG states are gathered)
-        path = self.out_dir / "checkpoints" / f"step_{self.step:06d}.pt"
+        path = checkpoint.checkpoint_path(self.out_dir, self.step)
         if self.is_main:
             save_checkpoint(state, path)
-            for old in find_checkpoints(self.out_dir)[: -self.cfg.keep_checkpoints]:
-                old.unlink(missing_ok=True)
+            checkpoint.prune_checkpoints(self.out_dir, self.cfg.keep_checkpoints)
         self.accelerator.wait_for_everyone()
         self.checkpoint_path = path
         return path
 
     def _resume(self) -> bool:
         if self.is_main:
-            for stale in (self.out_dir / "checkpoints").glob(".step_*.pt.tmp-*"):  # from a killed write
-                stale.unlink(missing_ok=True)
+            checkpoint.remove_partial_writes(self.out_dir)
         found = latest_checkpoint(self.out_dir)
         if found is None:
             return False
         path, state = found
+        checkpoint.check_resume(path, state, self.cfg.to_dict(), self.model_config,
+                                self.schedule if self._own_schedule else None)
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
@@ -905,22 +806,28 @@ class Trainer:
         return True
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state written by ``state_dict`` (weights, EMA, optimizer, LR, scaler, RNG, data position)."""
+        """Restore a state written by ``state_dict``: weights, EMA, optimizer, LR, scaler, random state,
+        data position and the noise schedule (one not passed to the Trainer is taken from the checkpoint)."""
         self.unwrapped_model.load_state_dict(state["model"]["weights"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.accelerator.scaler is not None and state.get("scaler") is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
+        saved_schedule = checkpoint.schedule_from_state(state)  # None in checkpoints of older versions
+        if saved_schedule is not None and not self._own_schedule:
+            self.schedule = self._on_device(saved_schedule)
         self.step, self.micro_batch = int(state["step"]), int(state["micro_batch"])
         budget = state.get("budget") or {}  # absent in checkpoints of older versions
         self.elapsed_seconds = float(budget.get("elapsed_seconds", 0.0))
-        self.planned_steps = int(budget.get("planned_steps", self.cfg.max_steps))
         self.warmup_steps = int(budget.get("warmup_steps", self.cfg.warmup_steps))
+        # with a time budget the plan is the measured one; else the (possibly longer) max_steps of this run
+        self.planned_steps = int(budget.get("planned_steps", self.cfg.max_steps)) \
+            if self.cfg.max_minutes is not None else self.cfg.max_steps
         self.history.rows = [dict(r) for r in state["history"]]
         rng = state["rng"]
         if len(rng) == self.world_size:
-            _set_rng_state(rng[self.rank])
+            checkpoint.set_rng_state(rng[self.rank])
         else:
             warnings.warn(f"the checkpoint was written by {len(rng)} process(es), this run has {self.world_size}: "
                           "the data order continues, but dropout noise is re-seeded.", stacklevel=2)
@@ -982,7 +889,8 @@ class Trainer:
         model = self.ema_model if ema else self.unwrapped_model
         model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
         cfg = self.cfg
-        pipelines.export_pipeline(model, self.schedule, path, prediction=cfg.prediction, card=card,
+        schedule = self.schedule.to("cpu") if isinstance(self.schedule, schedules.NoiseSchedule) else self.schedule
+        pipelines.export_pipeline(model, schedule, path, prediction=cfg.prediction, card=card,
                                   metadata={"train_config": cfg.to_dict(), "step": self.step},
                                   sampling={"sampler": cfg.sampler, "steps": cfg.sample_steps,
                                             "clip_x0": cfg.clip_x0})
@@ -1023,39 +931,6 @@ class _BudgetClock:
             yield
         finally:
             self.pause_total += time.perf_counter() - began
-
-
-class _RunLock:
-    """``out_dir/.lock`` holds "host pid" while a run trains there, so a second run cannot clobber it.
-
-    A lock left by a process that no longer exists (e.g. after kill -9) is taken over.
-    """
-
-    def __init__(self, out_dir: Path):
-        import socket
-
-        self.path, self.owner = out_dir / ".lock", f"{socket.gethostname()} {os.getpid()}"
-        if self.path.exists():
-            host, _, pid = self.path.read_text().partition(" ")
-            if host == socket.gethostname() and pid.strip().isdigit() and _alive(int(pid)) \
-                    and int(pid) != os.getpid():
-                raise FileExistsError(f"another training run (process {pid.strip()}) is writing to {out_dir}; "
-                                   f"wait for it, stop it, or use another out_dir.")
-        self.path.write_text(self.owner)
-
-    def release(self) -> None:
-        if self.path.exists() and self.path.read_text() == self.owner:
-            self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _check_out_dir(out_dir: Path) -> Path:
@@ -1135,6 +1010,15 @@ def _flips(dataset: Any) -> bool:
     return getattr(dataset, "flip", False) is True and callable(getattr(dataset, "augment", None))
 
 
+def _without_flips(dataset: Any) -> Any:
+    """The dataset whose items are not flipped (the Trainer flips whole batches with its own generator)."""
+    if not _flips(dataset):
+        return dataset
+    unflipped = copy.copy(dataset)  # shallow: shares the pixels
+    unflipped.flip = False
+    return unflipped
+
+
 def _check_range(images: torch.Tensor) -> None:
     lo, hi = (float(v) for v in torch.aminmax(images))
     if hi > 1.5 or lo < -1.5:
@@ -1150,24 +1034,3 @@ def _describe(model: nn.Module) -> dict[str, Any] | None:
         return model_config(_unwrap(model))
     except (ValueError, TypeError):
         return None
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global generators: torch (CPU and CUDA), numpy, Python (as tensors, lists and ints)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))

@@ -46,8 +46,8 @@ EXPECTED = {
 }
 
 # The modules whose ``__all__`` together make up ``dl``; their __all__ lists are the API reference.
-MODULES = ("schedules", "forward", "targets", "losses", "modelcall", "models", "samplers", "toy", "consistency",
-           "data", "train", "evaluate", "presets", "pipelines", "viz", "fit")
+MODULES = ("schedules", "forward", "targets", "losses", "modelcall", "models", "samplers", "toy",
+           "consistency", "data", "train", "checkpoint", "evaluate", "presets", "pipelines", "viz", "fit")
 # Modules of which dl holds only some names (the rest are the library's own plumbing).
 PARTLY = {"paths": ("delete_run", "run_dir", "RunNotOursError", "runs_dir")}
 

@@ -321,3 +321,97 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert [p.name for p in find_checkpoints(out)] == ["step_000003.pt", "step_000006.pt"]
     state = load_checkpoint(out / "checkpoints" / "step_000006.pt")
     assert all(torch.isfinite(v).all() for v in state["model"]["weights"].values())
+
+
+# ----------------------------------------------------------------------------- no host sync per step (item 3)
+# On a GPU, reading a value back (.item(), bool(t), .tolist(), a GPU -> CPU copy) makes the host wait for
+# every queued kernel. PyTorch's "meta" device stands in for the GPU here: meta tensors hold no data, so
+# any such read raises. tools/device_check.py runs the same steps on CUDA with sync debugging on.
+
+
+class MetaNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, device="meta")
+
+    def forward(self, x, t, class_labels=None):
+        return self.conv(x)
+
+
+def _tables_on_meta(schedule):
+    """The schedule with its tables on the meta device, as the Trainer keeps them on the GPU."""
+    for name in ("betas", "alphas", "alphas_cumprod", "_log_snr"):
+        setattr(schedule, name, getattr(schedule, name).to("meta"))
+    return schedule
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "ve", "simple"])
+@pytest.mark.parametrize("prediction, weighting", [("eps", "uniform"), ("x0", "min_snr"), ("v", "min_snr"),
+                                                   ("edm", "uniform")])
+def test_the_training_loss_never_reads_the_device(schedule, prediction, weighting):
+    s = _tables_on_meta(dl.make_schedule(schedule, num_timesteps=100))
+    x0 = torch.empty(4, 1, 8, 8, device="meta")
+    t = torch.empty(4, dtype=torch.long, device="meta")
+    loss = dl.diffusion_loss(MetaNet(), x0, s, prediction=prediction, weighting=weighting, t=t,
+                             noise=torch.empty_like(x0), sigma=torch.empty(4, device="meta"))
+    assert loss.device.type == "meta"
+    for fn in (s.alpha_bar, s.sigma, s.snr, s.signal_scale, s.log_snr):  # float t too
+        assert fn(torch.empty(4, device="meta")).device.type == "meta"
+
+
+def test_timesteps_out_of_range_are_still_caught():
+    s = dl.make_schedule("linear", num_timesteps=10)
+    with pytest.raises(ValueError, match=r"\[0, 9\]"):
+        s.alpha_bar(torch.tensor([3, 10]))
+    with pytest.raises(ValueError, match=r"\[0, 9\]"):
+        s.sigma(-1)
+    from unittest import mock
+
+    with mock.patch.object(torch, "_assert_async") as device_check:  # a device t: checked there, not read back
+        _tables_on_meta(s)._as_timesteps(torch.empty(3, dtype=torch.long, device="meta"))
+    device_check.assert_called_once()
+    assert "[0, 9]" in device_check.call_args.args[1]
+
+
+def test_the_batch_order_lives_on_the_training_device():
+    from ddpm_lib.train import _BatchOrder
+
+    on_cpu, on_meta = _BatchOrder(40, 8, 1, 0, seed=3), _BatchOrder(40, 8, 1, 0, seed=3, device="meta")
+    assert on_meta.indices(7).device.type == "meta" and on_cpu.indices(7).shape == (8,)
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path):
+    """Between log steps the loop reads no tensor value on the host (on a GPU each would be a sync).
+
+    Counted with a TorchFunctionMode on the CPU. The schedule's range check of a CPU t is a host read
+    by design (no sync on a CPU); on a device it is asynchronous (test above), so it is not counted.
+    """
+    from torch.overrides import TorchFunctionMode
+
+    reads = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
+             torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__index__}
+
+    class CountReads(TorchFunctionMode):
+        def __init__(self, trainer):
+            super().__init__()
+            self.trainer, self.seen = trainer, []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in reads and 1 <= self.trainer.step < self.trainer.cfg.max_steps - 1:
+                import traceback
+
+                frames = [f"{Path(f.filename).name}:{f.name}" for f in traceback.extract_stack()[-8:-1]]
+                if "schedules.py:_as_timesteps" not in frames:
+                    self.seen.append((func.__name__, frames[-3:]))
+            return func(*args, **(kwargs or {}))
+
+    for prediction in ("eps", "v", "edm"):
+        cfg = tiny_config(tmp_path / prediction, max_steps=6, log_every=100, checkpoint_every=100,
+                          prediction=prediction, weighting="min_snr" if prediction != "edm" else "uniform")
+        trainer = Trainer(tiny_unet(), dl.data.ImageDataset(
+            torch.randint(0, 256, (48, 1, 16, 16), dtype=torch.uint8), torch.full((48,), -1),
+            dl.DataReport(source="t", kind="saved", image_size=16, channels=1, resize="crop"), flip=True), cfg)
+        with CountReads(trainer) as mode:
+            trainer.fit()
+        assert trainer.step == 6 and mode.seen == [], mode.seen[:5]
+        assert trainer.schedule.device == trainer.device

@@ -1,0 +1,376 @@
+"""Checkpoints of a training run: files, checksums, the run lock, random state and resume checks (chapter 10).
+
+The ``Trainer`` (``dl.train``) decides *what* goes into a checkpoint; this module
+writes and reads the files and checks that a run may continue from one:
+
+==========================  ==================================================
+``save_checkpoint``          atomic write: temporary file, fsync, ``os.replace``
+``load_checkpoint``          ``torch.load(weights_only=True)``, format and SHA-256
+                             checked; a bad file is a ``CheckpointError`` naming it
+``find_checkpoints``         ``out_dir/checkpoints/step_XXXXXX.pt``, oldest first
+``latest_checkpoint``        the newest readable one (an unreadable newer file is
+                             reported and left in place)
+``check_resume``             the config, network and noise schedule of the run
+                             that continues must be those of the checkpoint
+``RunLock``                  ``out_dir/.lock``: one training run per folder
+``rng_state``                the global generators (torch, CUDA, numpy, Python)
+==========================  ==================================================
+
+Which settings may change when a run is resumed (``RESUMABLE_FIELDS``): the length
+and budget of the run (``max_steps``, ``max_minutes``), bookkeeping (out_dir, log,
+checkpoint and sample intervals, sample grids, progress bar) and how fast the
+steps run (device, mixed precision, compile, channels_last, where the data lives,
+DataLoader workers). Every other field changes what the run learns (the data
+seen, the optimiser, the diffusion target, the EMA, the seed), so resuming with a
+different value is an error naming the fields. Resuming is bit for bit only when
+the speed settings are unchanged too (other arithmetic, other rounding). A longer
+``max_steps`` stretches the cosine decay of the learning rate from the resumed
+step on (the run continues; it is not the run that a longer max_steps would have
+been from the start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import socket
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .schedules import NoiseSchedule
+
+__all__ = ["CheckpointError", "find_checkpoints", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = "ddpm_lib-checkpoint-1"
+_CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+# TrainConfig fields that may differ between a checkpoint and the run that continues from it.
+RESUMABLE_FIELDS = frozenset({
+    "max_steps", "max_minutes",  # how long the run goes on
+    "out_dir", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "num_sample_images",
+    "sample_steps", "sampler", "clip_x0", "progress", "resume",  # bookkeeping and sample grids
+    "cpu", "mixed_precision", "compile", "channels_last", "data_on_device", "num_workers",  # speed
+})
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read, or that does not fit the model being trained."""
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a folder: os.replace is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: to a temporary file, fsync, then ``os.replace``.
+
+    A crash at any moment leaves either the old file or the complete new one,
+    never a partial file under ``path``. Chapter 10.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _first_sentence(e: Exception) -> str:
+    """The first sentence of an error, without torch's advice to drop ``weights_only`` (never do that)."""
+    lines = str(e).splitlines()
+    return lines[0].split(". ")[0][:200] if lines else ""
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by the Trainer (``torch.load(weights_only=True)``: no code runs).
+
+    Raises ``CheckpointError`` naming the file when it is missing, truncated,
+    corrupt or not a ddpm_lib checkpoint. Chapter 10.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file {path}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, flipped bytes, not a torch file ...
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(e).__name__}: {_first_sentence(e)}); "
+            "the file is truncated or corrupt. Delete it to resume from an earlier checkpoint."
+        ) from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a ddpm_lib training checkpoint (no format {CHECKPOINT_FORMAT!r}).")
+    digest = state.pop("sha256", None)
+    if digest != state_digest(state):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its weights do not match the stored checksum.")
+    return state
+
+
+def state_digest(state: Any, h: Any = None) -> str:
+    """SHA-256 over every tensor and value of a checkpoint: catches corruption that still unpickles."""
+    h = h or hashlib.sha256()
+    if isinstance(state, dict):
+        for key in sorted(state, key=str):
+            h.update(repr(key).encode())
+            state_digest(state[key], h)
+    elif isinstance(state, (list, tuple)):
+        for item in state:
+            state_digest(item, h)
+    elif isinstance(state, torch.Tensor):
+        h.update(f"{state.dtype}{tuple(state.shape)}".encode())
+        h.update(state.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(repr(state).encode())
+    return h.hexdigest()
+
+
+def find_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoint files in ``out_dir/checkpoints``, oldest first (by step)."""
+    folder = Path(out_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint ``(path, state)``, or None when there is none.
+
+    An unreadable newer file is left in place and reported with a warning; when
+    every checkpoint is unreadable, the ``CheckpointError`` of the newest is raised
+    (starting from scratch would silently overwrite them). Chapter 10.
+    """
+    files = find_checkpoints(out_dir)
+    first_error = None
+    for path in reversed(files):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            first_error = first_error or e
+            warnings.warn(f"{e} Trying the previous checkpoint; the file is left as it is.", stacklevel=2)
+    if first_error is not None:
+        raise first_error
+    return None
+
+
+def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:
+    """Where the checkpoint of ``step`` goes: ``out_dir/checkpoints/step_XXXXXX.pt``."""
+    return Path(out_dir) / "checkpoints" / f"step_{step:06d}.pt"
+
+
+def prune_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints."""
+    for old in find_checkpoints(out_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def remove_partial_writes(out_dir: str | os.PathLike) -> None:
+    """Delete the temporary files of checkpoint writes that were killed halfway."""
+    for stale in (Path(out_dir) / "checkpoints").glob(".step_*.pt.tmp-*"):
+        stale.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- noise schedule
+
+
+def schedule_state(schedule: Any) -> dict[str, Any] | None:
+    """What rebuilds a ``NoiseSchedule`` exactly, custom ones included: float64 masters, kind, name, dtype.
+
+    None for other schedule objects (they cannot be stored without running code on load)."""
+    if not isinstance(schedule, NoiseSchedule):
+        return None
+    return {"name": schedule.name, "args": dict(schedule.args), "kind": schedule.kind,
+            "dtype": str(schedule.dtype).removeprefix("torch."),
+            "betas": schedule._betas64, "log_snr": schedule._log_snr64}
+
+
+def schedule_from_state(state: dict[str, Any]) -> NoiseSchedule | None:
+    """The noise schedule a checkpoint was trained with (None for checkpoints written before it was stored).
+
+    ``state`` is a whole checkpoint or its ``"schedule"`` entry. ``python -m ddpm_lib export``
+    should use this rather than rebuilding ``config["schedule"]`` by name, which loses a custom schedule.
+    """
+    s = state.get("schedule", state) if "format" in state else state
+    if not isinstance(s, dict) or "betas" not in s:
+        return None
+    return NoiseSchedule(s["betas"], s["name"], s["args"], kind=s["kind"], log_snr=s["log_snr"],
+                         dtype=getattr(torch, s["dtype"]))
+
+
+def _same_schedule(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["kind"] == b["kind"] and torch.equal(a["betas"], b["betas"]) and torch.equal(a["log_snr"], b["log_snr"])
+
+
+# --------------------------------------------------------------------------- resume checks
+
+
+def _plain(value: Any) -> Any:
+    """JSON-like form (tuples become lists) so that saved and current values compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any], skip: frozenset = frozenset(),
+                 prefix: str = "") -> list[str]:
+    """"key: old in the checkpoint, new now" for every key whose value differs (nested dicts: "a.b")."""
+    out = []
+    for key in sorted(set(saved) | set(current), key=str):
+        if key in skip or str(key).startswith("_"):
+            continue
+        if isinstance(saved.get(key), dict) and isinstance(current.get(key), dict):
+            out += _differences(saved[key], current[key], prefix=f"{prefix}{key}.")
+            continue
+        if key in saved and key in current and _plain(saved[key]) == _plain(current[key]):
+            continue
+        there = repr(saved[key]) if key in saved else "(absent)"
+        here = repr(current[key]) if key in current else "(absent)"
+        out.append(f"{prefix}{key}: {there} in the checkpoint, {here} now")
+    return out
+
+
+def check_resume(path: Path, state: dict[str, Any], config: dict[str, Any], model_config: dict[str, Any] | None,
+                 schedule: Any = None) -> None:
+    """Raise ``CheckpointError`` when the run continuing from ``state`` is not the run that wrote it.
+
+    Compares the ``TrainConfig`` fields (except ``RESUMABLE_FIELDS``; a field missing from an
+    older checkpoint is compared with its current default), the network's config and, when
+    the caller passed its own ``schedule``, the noise schedule. The message names every
+    difference and says what to do.
+    """
+    from .train import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    saved = {**{k: v for k, v in defaults.items() if k in config}, **state.get("config", {})}
+    problems = _differences(saved, config, RESUMABLE_FIELDS)
+    saved_model = state.get("model_config")
+    if saved_model is not None and model_config is not None:
+        problems += [f"network {d}" for d in _differences(saved_model, model_config)]
+    saved_schedule, current = state.get("schedule"), schedule_state(schedule)
+    if current is not None and saved_schedule is not None and not _same_schedule(saved_schedule, current):
+        problems.append(f"noise schedule: {saved_schedule['name']!r} in the checkpoint, another one "
+                        f"({schedule.name!r}) now")
+    if problems:
+        raise CheckpointError(
+            f"cannot resume from {path}: it was written by a run with other settings, and these change what "
+            f"the run learns:\n  " + "\n  ".join(problems) + "\n"
+            "Resume with the checkpoint's settings (only max_steps, max_minutes, the logging, checkpoint and "
+            "sample settings and the speed settings may change), or start a new run: another out_dir, or "
+            "TrainConfig(resume=False) to train from scratch in this one."
+        )
+
+
+# --------------------------------------------------------------------------- the run lock
+
+
+class RunLock:
+    """``out_dir/.lock`` holds "host pid" while a run trains there, so that a second run cannot clobber it.
+
+    The file is created atomically (``O_CREAT | O_EXCL``): of two runs starting at once,
+    one gets the lock and the other a ``FileExistsError``. A lock left on this host by a
+    process that no longer exists (e.g. after kill -9) is taken over. A lock written on
+    another host (a shared file system) is never judged from here, since its process
+    cannot be seen: the error says which host and how to remove the lock once that run
+    is known to be over.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir) / ".lock"
+        self.host = socket.gethostname()
+        self.owner = f"{self.host} {os.getpid()}"
+        for attempt in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if attempt == 0 and self._stale():
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise FileExistsError(self._busy_message()) from None
+            with os.fdopen(fd, "w") as f:
+                f.write(self.owner)
+            return
+
+    def _holder(self) -> tuple[str, int | None]:
+        try:
+            host, _, pid = self.path.read_text().partition(" ")
+        except OSError:
+            return "", None
+        return host, int(pid) if pid.strip().isdigit() else None
+
+    def _stale(self) -> bool:
+        """True only for a lock of this host whose process is gone (or is this very process)."""
+        host, pid = self._holder()
+        return host == self.host and pid is not None and (pid == os.getpid() or not _alive(pid))
+
+    def _busy_message(self) -> str:
+        host, pid = self._holder()
+        folder = self.path.parent
+        if host == self.host and pid is not None:
+            return (f"another training run (process {pid}) is writing to {folder}; wait for it, stop it, "
+                    f"or use another out_dir.")
+        who = f"a run on host {host!r} (process {pid})" if host and pid is not None else \
+            f"an unreadable lock ({self.path.read_text()[:40]!r})" if self.path.exists() else "another run"
+        return (f"{folder} is locked by {who}: another training run may be writing to it, and from host "
+                f"{self.host!r} it cannot be checked. If that run is over (e.g. its machine was stopped), delete "
+                f"{self.path} and start again; otherwise wait for it or use another out_dir.")
+
+    def release(self) -> None:
+        host, pid = self._holder()
+        if f"{host} {pid}" == self.owner:
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- random state
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators: torch (CPU and CUDA), numpy, Python (as tensors, lists and ints)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

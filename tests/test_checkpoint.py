@@ -1,0 +1,203 @@
+"""Checkpoints and resuming (issue 19, item 4): random flips, custom schedules, config checks, the run lock."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+import ddpm_lib as dl
+from ddpm_lib import checkpoint
+from ddpm_lib.data import DataReport, ImageDataset
+from ddpm_lib.train import TrainConfig, Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_unet(dropout=0.0):
+    torch.manual_seed(0)
+    return dl.UNet(image_size=16, channels=(8, 16), layers_per_level=1, attention_resolutions=(), dropout=dropout)
+
+
+def flipping_data(n=32):
+    """An ``ImageDataset`` (what ``dl.load_images`` returns) with random left-right flips."""
+    g = torch.Generator().manual_seed(1)
+    pixels = torch.randint(0, 256, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    report = DataReport(source="test", kind="saved", image_size=16, channels=1, resize="crop", found=n, used=n)
+    return ImageDataset(pixels, torch.full((n,), -1), report, flip=True, seed=0)
+
+
+def config(out_dir, **kw):
+    base = {"image_size": 16, "batch_size": 8, "max_steps": 6, "lr": 1e-3, "warmup_steps": 2, "log_every": 1,
+            "checkpoint_every": 3, "num_sample_images": 0, "progress": False, "out_dir": str(out_dir),
+            "schedule": "linear", "num_timesteps": 100, "channels_last": False}
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(trainer):
+    return {**trainer.unwrapped_model.state_dict(), **{f"ema.{k}": v for k, v in trainer.ema_model.state_dict().items()}}
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert different == [], f"resumed run differs in {len(different)} tensors, e.g. {different[:3]}"
+
+
+# ----------------------------------------------------------------------------- random flips
+
+
+class SessionEnded(Exception):
+    """Stands in for a lost session (a closed laptop, a Colab disconnect)."""
+
+
+def end_at(step):
+    def on_step(trainer):
+        if trainer.step == step:
+            raise SessionEnded(step)
+    return on_step
+
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_resume_with_random_flips_is_bit_identical(tmp_path, on_device):
+    """Flips come from the step's generator, so a resumed run flips the same images (also via a DataLoader)."""
+    straight = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "a", data_on_device=on_device))
+    straight.fit()
+    # the interrupted run: a session that ends after the checkpoint of step 3, then a new one (new dataset
+    # object, new network) resumes
+    with pytest.raises(SessionEnded):
+        Trainer(tiny_unet(), flipping_data(), config(tmp_path / "b", data_on_device=on_device)).fit(end_at(3))
+    resumed = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "b", data_on_device=on_device))
+    assert resumed.data_on_device is on_device
+    resumed.fit()
+    assert resumed.history.steps == straight.history.steps
+    assert_same_weights(straight, resumed)
+
+
+def test_flips_are_the_same_through_a_dataloader_and_on_the_device(tmp_path):
+    fast = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "a", data_on_device=True, max_steps=3))
+    slow = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "b", data_on_device=False, max_steps=3))
+    assert fast.fit().losses == pytest.approx(slow.fit().losses, rel=1e-6, abs=0)
+    assert slow.dataset.flip, "the caller's dataset keeps its flip setting"
+
+
+# ----------------------------------------------------------------------------- custom schedule
+
+
+def custom_schedule(shift=1.5):
+    return dl.shift_log_snr(dl.make_schedule("cosine", num_timesteps=100), shift)
+
+
+def test_a_custom_schedule_is_saved_and_restored(tmp_path):
+    schedule = custom_schedule()
+    data = flipping_data()
+    Trainer(tiny_unet(), data, config(tmp_path, max_steps=3), schedule=schedule).fit()
+    state = checkpoint.load_checkpoint(dl.find_checkpoints(tmp_path)[-1])
+    saved = checkpoint.schedule_from_state(state)
+    assert saved.name == schedule.name and saved.kind == schedule.kind
+    assert torch.equal(saved.alphas_cumprod, schedule.alphas_cumprod) and torch.equal(saved.log_snrs,
+                                                                                      schedule.log_snrs)
+
+    # a new session that does not pass the schedule continues with the checkpoint's, not with cfg.schedule
+    resumed = Trainer(tiny_unet(), data, config(tmp_path, max_steps=4))
+    resumed.fit()
+    assert resumed.schedule.name == schedule.name
+    assert torch.equal(resumed.schedule.alphas_cumprod, schedule.alphas_cumprod)
+    exported = dl.load_pretrained(resumed.export(tmp_path / "export"))
+    assert torch.allclose(exported.schedule.alphas_cumprod, schedule.alphas_cumprod, rtol=1e-6, atol=0)
+
+    # passing another schedule is an error naming it
+    with pytest.raises(dl.CheckpointError, match="noise schedule"):
+        Trainer(tiny_unet(), data, config(tmp_path, max_steps=5), schedule=custom_schedule(0.5)).fit()
+
+
+# ----------------------------------------------------------------------------- config checks
+
+
+def test_resuming_with_settings_that_change_the_run_is_an_error_naming_them(tmp_path):
+    data = flipping_data()
+    Trainer(tiny_unet(), data, config(tmp_path, max_steps=3)).fit()
+    with pytest.raises(dl.CheckpointError) as e:
+        Trainer(tiny_unet(), data, config(tmp_path, lr=2e-3, batch_size=4, prediction="v")).fit()
+    message = str(e.value)
+    for needle in ("lr: 0.001 in the checkpoint, 0.002 now", "batch_size: 8", "prediction: 'eps'",
+                   "resume=False", "another out_dir"):
+        assert needle in message, message
+    assert "max_steps" not in message.split("\n  ")[1:], "max_steps may change on resume"
+    with pytest.raises(dl.CheckpointError, match="schedule: 'linear' in the checkpoint, 'cosine' now"):
+        Trainer(tiny_unet(), data, config(tmp_path, schedule="cosine")).fit()
+    with pytest.raises(dl.CheckpointError, match="network config.dropout: 0.0 in the checkpoint, 0.3 now"):
+        Trainer(tiny_unet(dropout=0.3), data, config(tmp_path)).fit()
+    assert [p.name for p in dl.find_checkpoints(tmp_path)] == ["step_000003.pt"], "nothing was overwritten"
+
+    # what may change: the length of the run, logging, checkpoints, sample grids, speed settings
+    allowed = config(tmp_path, max_steps=5, log_every=2, checkpoint_every=5, keep_checkpoints=3,
+                     num_sample_images=2, sample_steps=2, sample_every=5, data_on_device=False, mixed_precision="no")
+    assert Trainer(tiny_unet(), data, allowed).fit().steps[-1] == 5
+
+
+def test_check_resume_names_every_field_that_changes_the_run():
+    saved = config("runs/x").to_dict()
+    state = {"config": saved, "model_config": {"class": "UNet", "image_size": 16}}
+    for field, value in [("image_size", 32), ("seed", 1), ("ema_decay", 0.99), ("weighting", "min_snr"),
+                         ("grad_accum_steps", 2), ("num_timesteps", 1000), ("class_dropout", 0.2)]:
+        with pytest.raises(dl.CheckpointError, match=rf"{field}: .* in the checkpoint"):
+            checkpoint.check_resume(Path("c.pt"), state, {**saved, field: value}, state["model_config"])
+    for field in sorted(checkpoint.RESUMABLE_FIELDS):  # every resumable field is a real TrainConfig field
+        assert field in saved, field
+    checkpoint.check_resume(Path("c.pt"), state, {**saved, "max_steps": 10**6, "out_dir": "elsewhere"},
+                            {"class": "UNet", "image_size": 16})
+    older = {"config": {k: v for k, v in saved.items() if k != "clip_x0"}}  # a field added since: its default
+    checkpoint.check_resume(Path("c.pt"), older, {**saved, "weighting": "uniform"}, None)
+
+
+# ----------------------------------------------------------------------------- the run lock
+
+
+def test_a_lock_written_on_another_host_is_not_taken_over(tmp_path):
+    lock = tmp_path / ".lock"
+    lock.write_text("another-machine 999999999")  # no such process here, but it is not ours to judge
+    with pytest.raises(FileExistsError) as e:
+        checkpoint.RunLock(tmp_path)
+    assert "another-machine" in str(e.value) and f"delete {lock}" in str(e.value)
+    assert lock.read_text() == "another-machine 999999999"
+    trainer = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "run", max_steps=1))
+    (tmp_path / "run" / ".lock").write_text("another-machine 1")
+    with pytest.raises(FileExistsError, match="another-machine"):
+        trainer.fit()
+
+
+def test_the_lock_is_created_atomically(tmp_path):
+    """A lock that appears after any look at the folder (a second run starting at the same moment) still wins."""
+    lock = tmp_path / ".lock"
+    lock.write_text(f"{socket.gethostname()} {os.getppid()}")  # a live process of this host
+    real_exists = Path.exists
+    with mock.patch.object(Path, "exists", lambda self: False if self == lock else real_exists(self)), \
+            pytest.raises(FileExistsError, match="another training run"):
+        checkpoint.RunLock(tmp_path)
+    assert lock.read_text() == f"{socket.gethostname()} {os.getppid()}"
+
+
+def test_a_stale_lock_of_this_host_is_taken_over_and_released(tmp_path):
+    (tmp_path / ".lock").write_text(f"{socket.gethostname()} 999999999")  # e.g. left by kill -9
+    lock = checkpoint.RunLock(tmp_path)
+    assert (tmp_path / ".lock").read_text() == f"{socket.gethostname()} {os.getpid()}"
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+# ----------------------------------------------------------------------------- the module
+
+
+def test_checkpointing_lives_in_its_own_module():
+    for name in ("CheckpointError", "save_checkpoint", "load_checkpoint", "find_checkpoints", "latest_checkpoint"):
+        assert getattr(dl, name) is getattr(checkpoint, name)
+        assert getattr(dl, name).__module__ == "ddpm_lib.checkpoint"
+    train_source = (Path(dl.__file__).parent / "train.py").read_text()
+    for gone in ("class _RunLock", "def _rng_state", "def _state_digest", "def save_checkpoint", "O_EXCL"):
+        assert gone not in train_source
