@@ -175,7 +175,10 @@ def dpmsolver_scheduler(schedule, prediction: str = "eps", **kwargs: Any):
     (chapter 7), which is close to 1,000 DDPM steps at 20-25 steps. The betas are
     exactly those of ``schedule`` (as in ``ddpm_scheduler``); a zero-terminal-SNR
     schedule sets ``rescale_betas_zero_snr`` so that the last step stays finite.
-    Extra keyword arguments go to the scheduler (e.g. ``solver_order=3``).
+    Not the uniform log-SNR grid (``use_lu_lambdas``), which dl.sample's dpmpp_2m uses by
+    default: diffusers rounds it to integer timesteps, and with the cosine schedule it then
+    repeats t = 998 four times at the start. Extra keyword arguments go to the scheduler
+    (e.g. ``solver_order=3``).
     """
     from diffusers import DPMSolverMultistepScheduler
 

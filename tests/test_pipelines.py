@@ -362,3 +362,14 @@ def test_class_conditional_export_samples_with_labels_and_guidance(tmp_path):
     assert not torch.allclose(x_guided, x_plain) and not torch.allclose(x_plain, x_other), (
         "the labels and the guidance scale change the samples")
     assert torch.isfinite(x_guided).all()
+
+
+def test_why_trailing_and_not_diffusers_uniform_log_snr():
+    """Chapter 10's reason for "trailing": diffusers' use_lu_lambdas repeats timesteps near T (cosine)."""
+    scheduler = dl.dpmsolver_scheduler(dl.make_schedule("cosine"), "v", use_lu_lambdas=True)
+    scheduler.set_timesteps(20)
+    t = scheduler.timesteps.tolist()
+    assert t[1:5] == [998] * 4, t
+    ours = dl.dpmsolver_scheduler(dl.make_schedule("cosine"), "v")
+    ours.set_timesteps(20)
+    assert len(set(ours.timesteps.tolist())) == 20
