@@ -172,7 +172,9 @@ def eval_loss(model, schedule, x, y, noise, conditional: bool) -> list[float]:
     return out
 
 
-def run_one(row: dict, seed: int, steps: int, batch: int, samples: int, work: str) -> dict:
+def run_one(
+    row: dict, seed: int, steps: int, batch: int, samples: int, work: str, eval_images: int = EVAL_IMAGES
+) -> dict:
     """Train one network for ``steps`` steps with ``seed``; return its measurements."""
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", UserWarning)
@@ -201,7 +203,7 @@ def run_one(row: dict, seed: int, steps: int, batch: int, samples: int, work: st
     trainer.fit()
     sec = (time.perf_counter() - began) / steps
     ema = trainer.ema_model
-    x, y, noise = held_out(EVAL_IMAGES)
+    x, y, noise = held_out(eval_images)
     losses = eval_loss(ema, trainer.schedule, x, y, noise, conditional)
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(samples, 1, 28, 28, generator=g)
@@ -255,6 +257,29 @@ def summarise(rows: list[dict], runs: list[dict]) -> list[dict]:
     return out
 
 
+def merge(paths: list[Path], rows: list[dict], out: Path) -> int:
+    """The union of the runs of several result files (the first file's header; a (name, seed) once)."""
+    files = [json.loads(p.read_text()) for p in paths]
+    keys = ("steps", "batch_size", "eval_t", "eval_images", "num_samples", "task")
+    for p, f in zip(paths[1:], files[1:]):
+        if any(f[k] != files[0][k] for k in keys):
+            raise SystemExit(f"{p} was measured with other settings than {paths[0]}; not merging.")
+    merged, seen = dict(files[0]), set()
+    merged["runs"] = []
+    for f in files:
+        for r in f["runs"]:
+            if (r["name"], r["seed"]) not in seen:
+                seen.add((r["name"], r["seed"]))
+                merged["runs"].append(r)
+    merged["rows"] = summarise(rows, merged["runs"])
+    merged["seeds"] = len({r["seed"] for r in merged["runs"]})
+    merged["merged_from"] = [f"{f['date']} ({len(f['runs'])} runs; {f['machine']})" for f in files]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "architecture.json").write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"merged {len(merged['runs'])} runs into {out / 'architecture.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400, help="optimiser steps per run (default 400)")
@@ -263,7 +288,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=250, help="digits sampled per run (default 250)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each (default 1)")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 3 steps, 1 seed, 20 samples, few rows"
+        "--quick",
+        action="store_true",
+        help="smoke test: 3 steps, 1 seed, 20 samples, 50 held-out digits, 4 rows",
+    )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1"
+    )
+    parser.add_argument(
+        "--rows", default="", help="only these networks (names separated by ';'; default: all)"
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="merge these architecture.json files (runs of the same settings) into --out; trains nothing",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for architecture.json")
     args = parser.parse_args(argv)
@@ -272,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be at least 1; got {getattr(args, name)}")
     if args.quick:
         args.steps, args.seeds, args.samples = 3, 1, 20
+    eval_images = 50 if args.quick else EVAL_IMAGES
     rows = runs_table()
+    if args.merge:
+        return merge(args.merge, rows, args.out)
+    if args.rows:
+        wanted = [n.strip() for n in args.rows.split(";")]
+        unknown = sorted(set(wanted) - {r["name"] for r in rows})
+        if unknown:
+            parser.error(f"--rows: unknown networks {unknown}; known: {[r['name'] for r in rows]}")
+        rows = [r for r in rows if r["name"] in wanted]
     if args.quick:  # one ladder row, one side branch, the preset network with L1, the DiT
         rows = [
             r
@@ -292,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "task": "mnist preset: 28 px mnist-5k, cosine schedule, v-prediction, lr 2e-3, EMA 0.995",
         "eval_t": list(EVAL_T),
-        "eval_images": EVAL_IMAGES,
+        "eval_images": eval_images,
         "num_samples": args.samples,
         "sampler": PRESET.sampling,
         "real_digits": scorer.floor,
@@ -301,14 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "architecture.json"
-    tasks = [(row, seed) for seed in range(args.seeds) for row in rows]  # seed-major: whole seeds first
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(row, seed) for seed in seeds for row in rows]  # seed-major: whole seeds first
     began = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="architecture-") as work,
         cf.ProcessPoolExecutor(args.jobs) as pool,
     ):
         futures = {
-            pool.submit(run_one, row, seed, args.steps, args.batch, args.samples, work): (row, seed)
+            pool.submit(run_one, row, seed, args.steps, args.batch, args.samples, work, eval_images): (
+                row,
+                seed,
+            )
             for row, seed in tasks
         }
         for fut in cf.as_completed(futures):
