@@ -1,6 +1,6 @@
 """Samplers: from pure noise to data with a trained denoiser (chapters 4 and 7).
 
-``sample(model, shape, schedule, sampler="dpmpp_2m", steps=20)`` is the one call the
+``sample(model, shape, schedule, sampler="unipc", steps=20)`` is the one call the
 chapters use. Underneath, every sampler is a small function with the same signature::
 
     sampler(denoise, x_T, levels, generator=None, callback=None, **options) -> x_0
@@ -68,7 +68,9 @@ __all__ = [
 ]
 
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
-SIGMA_SPACINGS = ("karras", "log_snr", "focused")
+SIGMA_SPACINGS = ("karras", "edm", "log_snr", "focused", "angle")
+# EDM's grid (Karras et al. 2022, section 5 and table 1): ρ = 7 between σ = 0.002 and 80, for data in [-1, 1]
+EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO = 0.002, 80.0, 7.0
 SPACINGS = TIMESTEP_SPACINGS + SIGMA_SPACINGS
 DYNAMIC_THRESHOLD_QUANTILE = 0.995  # Saharia et al. 2022 (Imagen), section 2.3
 # The one default of ``clip_x0`` for dl.sample, make_denoiser, Trainer.sample and the CLI's
@@ -123,6 +125,20 @@ def log_snr_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
     _check_steps(n)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     return torch.exp(math.log(sigma_max) + ramp * (math.log(sigma_min) - math.log(sigma_max)))
+
+
+def angle_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tensor:
+    """σ_i = tan φ_i with φ uniform between arctan σ_max and arctan σ_min: uniform in the angle φ of
+    x_t = cos φ · x_0 + sin φ · ε (variance preserving). Chapter 7.
+
+    On the cosine schedule (Nichol & Dhariwal 2021) this is, up to the schedule's offset, the
+    "linspace" grid of timesteps, so any schedule gets its spacing: most levels near σ ≈ 1,
+    where the samples take shape, few at the extremes, and the ends σ_min and σ_max included.
+    """
+    _check_steps(n)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    hi, lo = math.atan(sigma_max), math.atan(sigma_min)
+    return torch.tan(hi + ramp * (lo - hi))
 
 
 # The "focused" spacing's range rule, fitted once on the 2-D and 64-D toys of
@@ -214,9 +230,11 @@ def noise_levels(
     """The grid of ``steps`` noise levels for a named ``spacing`` or an explicit list of timesteps.
 
     Timestep spacings ("trailing", "leading", "linspace") give integer timesteps;
-    σ spacings ("karras", "log_snr", "focused") give float timesteps between σ_min and
+    σ spacings ("karras", "log_snr", "focused", "angle") give float timesteps between σ_min and
     σ_max (by default the schedule's own range, σ at t = 0 and at t = T-1; see
-    ``karras_sigmas``, ``log_snr_sigmas``, ``focused_sigmas``). Chapter 7.
+    ``karras_sigmas``, ``log_snr_sigmas``, ``focused_sigmas``, ``angle_sigmas``); "edm" is
+    "karras" on EDM's range σ in [0.002, 80] clipped to the schedule's (so on the cosine
+    schedule, whose σ at t = T-1 is about 2e4, it starts at σ = 80). Chapter 7.
 
     Zero terminal SNR (``rescale_zero_terminal_snr``, the "simple" schedule): at
     t = T-1 a_t = 0 and σ = ∞, where no sampler can step and eps-prediction would
@@ -237,8 +255,14 @@ def noise_levels(
             hi = float(ends[1]) if sigma_max is None else sigma_max
             if spacing == "karras":
                 sig = karras_sigmas(lo, hi, steps, rho)
+            elif spacing == "edm":  # EDM's range, clipped to the schedule's
+                lo = max(lo, EDM_SIGMA_MIN) if sigma_min is None else lo
+                hi = min(hi, EDM_SIGMA_MAX) if sigma_max is None else hi
+                sig = karras_sigmas(lo, hi, steps, rho)
             elif spacing == "log_snr":
                 sig = log_snr_sigmas(lo, hi, steps)
+            elif spacing == "angle":
+                sig = angle_sigmas(lo, hi, steps)
             else:
                 sig = focused_sigmas(lo, hi, steps)
             t = sigma_to_t(sig, schedule)
@@ -398,6 +422,42 @@ def make_denoiser(
         return x0, eps
 
     return denoise
+
+
+@torch.no_grad()
+def denoising_error(
+    model,
+    schedule,
+    x0: torch.Tensor,
+    t: Sequence[float] | torch.Tensor,
+    prediction: str = "eps",
+    class_labels: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
+    """How well the network denoises at each noise level: per-level mean squared errors on ``x0``.
+
+    For every timestep in ``t`` the clean images ``x0`` are noised to x_t = a_t x0 + s_t ε
+    (fresh ε from ``generator``) and the network's x0_hat and eps_hat are compared with
+    the truth. Returns float64 tensors over the levels: ``t``, ``log_snr`` (2 λ_t),
+    ``x0_mse`` and ``eps_mse`` (mean over pixels and images). Chapter 7 draws it against
+    where each sampling grid spends its evaluations.
+    """
+    levels = noise_levels(schedule, len(t), sorted((float(v) for v in t), reverse=True))
+    device, _ = _model_device_dtype(model, schedule)
+    x0 = x0.to(device or x0.device)
+    sums = torch.zeros(2, len(levels), dtype=torch.float64)  # squared errors of x0_hat, eps_hat
+    for start in range(0, len(x0), batch_size):
+        clean = x0[start : start + batch_size]
+        labels = None if class_labels is None else class_labels[start : start + batch_size]
+        denoise = make_denoiser(model, levels, prediction, class_labels=labels)
+        for i in range(len(levels)):
+            eps = _randn_like(clean, generator)
+            x0_hat, eps_hat = denoise(float(levels.a[i]) * clean + float(levels.s[i]) * eps, i)
+            sums[0, i] += float((x0_hat - clean).pow(2).sum())
+            sums[1, i] += float((eps_hat - eps).pow(2).sum())
+    x0_mse, eps_mse = sums / x0.numel()
+    return {"t": levels.t, "log_snr": 2 * levels.lam[:-1], "x0_mse": x0_mse, "eps_mse": eps_mse}
 
 
 # ----------------------------------------------------------- the samplers
@@ -693,14 +753,20 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "langevin": sample_langevin,
 }
 
-# The spacing each sampler uses unless told otherwise (chosen with benchmarks/samplers.py).
+# The spacing each sampler uses unless told otherwise, chosen with benchmarks/samplers.py (issue 23).
+# ODE samplers: "edm" for unipc (dl.sample's default sampler), euler and heun: on the shipped MNIST
+# models (cosine schedule, σ at t = T-1 about 2e4) it beat every grid whose σ_max is the schedule's
+# ("karras", "log_snr": their first steps see only the mean digit) and every grid that stops before
+# t = 0 ("trailing", "focused"), while the exact toys prefer "focused" (they reward accurate
+# integration, not where a trained network is useful; chapter 7). dpmpp_2m keeps "log_snr", the grid
+# the shipped models' recorded sampler (ddpm_lib.json) and their model cards were measured with.
 DEFAULT_SPACING: dict[str, str] = {
     "ddpm": "trailing",
     "ddim": "trailing",
-    "euler": "karras",
-    "heun": "karras",
+    "euler": "edm",
+    "heun": "edm",
     "dpmpp_2m": "log_snr",
-    "unipc": "focused",
+    "unipc": "edm",
     "euler_ancestral": "karras",
     "pc": "trailing",
     "langevin": "log_snr",
@@ -747,7 +813,7 @@ def sample(
     model,
     shape: Sequence[int],
     schedule,
-    sampler: str = "dpmpp_2m",
+    sampler: str = "unipc",
     steps: int = 20,
     prediction: str = "eps",
     generator: torch.Generator | None = None,
@@ -769,8 +835,9 @@ def sample(
         model: ``model(x_t, t)`` (or ``model(x_t, t, class_labels=...)``) returning the
             ``prediction`` ("eps", "x0" or "v"); a diffusers ``UNet2DModel`` works as is.
             For "edm" the model is EDM's F, called as ``F(c_in x, c_noise)`` (see ``make_denoiser``).
-        spacing: "trailing" | "leading" | "linspace" | "karras" | "log_snr", or an explicit
-            decreasing list of timesteps; None picks ``DEFAULT_SPACING[sampler]``.
+        spacing: "trailing" | "leading" | "linspace" | "karras" | "edm" | "log_snr" | "focused" |
+            "angle", or an explicit decreasing list of timesteps; None picks
+            ``DEFAULT_SPACING[sampler]``.
         x_T: standard-normal starting noise (shape); drawn with ``generator`` when None.
             It is scaled to the first noise level by the sampler (× √(a² + s²), i.e. unchanged
             for a variance-preserving schedule), so samplers compared from the same x_T

@@ -41,3 +41,25 @@ def test_quick_run_writes_json(script, tmp_path):
             assert data["quick"] is True, f"{path.name} does not say it is a quick run"
     after = {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks" / "results").glob("*")}
     assert after == before, f"{script.name} --quick --out DIR changed benchmarks/results/"
+    if script.name == "samplers.py":
+        _check_samplers_real_part(json.loads((tmp_path / "samplers.json").read_text()))
+
+
+def _check_samplers_real_part(data: dict) -> None:
+    """The real-model part: both shipped models, NFE counted per sample (Heun 2 per step but the last,
+    guidance 2 per step), never above the budget, and dl.sample's default among the configurations."""
+    real = data["real"]
+    assert set(real["models"]) == {"ddpm-mnist", "ddpm-mnist-cond"}
+    for name, res in real["models"].items():
+        guided = res["guidance_scale"] not in (None, 1.0)
+        assert real["default"] in res["ours"], f"{name}: dl.sample's default was not measured"
+        for source in ("ours", "diffusers"):
+            for key, rows in res[source].items():
+                for budget, row in rows.items():
+                    assert row["nfe"] <= int(budget), f"{name} {key}: {row['nfe']} NFE over the budget {budget}"
+                    per_step = 2 if guided else 1
+                    heun = key.lower().startswith("heun")
+                    expected = per_step * (2 * row["steps"] - 1 if heun else row["steps"])
+                    assert row["nfe"] == expected, f"{name} {key} at {budget}: {row['nfe']} NFE, expected {expected}"
+                    assert row["seeds"] >= 2 and row["fd"] >= 0
+        assert "5" in res["summary"] and "diffusers_best" in res["summary"]["5"]

@@ -276,3 +276,54 @@ def test_parameterless_model_follows_schedule_dtype():
 
     x = dl.sample(zero_eps, (4, 2), schedule, "ddim", 5, generator=torch.Generator().manual_seed(0))
     assert x.dtype == torch.float64
+
+
+def test_denoising_error_of_the_exact_model_is_the_gaussian_posterior_error(schedule):
+    """A single Gaussian N(mu, c^2 I): the exact denoiser's x0-MSE is c^2 σ^2 / (c^2 + σ^2), and the
+    eps error is the x0 error times a/s."""
+    c = 0.5
+    gauss = dl.GaussianMixture(torch.tensor([[0.3, -0.2]], dtype=F64), stds=c)
+    x0 = gauss.sample(4000, torch.Generator().manual_seed(0), dtype=F64)
+    err = S.denoising_error(gauss.as_model(schedule), schedule, x0, [900, 500, 200, 50], "eps",
+                            generator=torch.Generator().manual_seed(1))
+    assert err["t"].tolist() == [900, 500, 200, 50]
+    sigma2 = torch.exp(-err["log_snr"])
+    expected = c**2 * sigma2 / (c**2 + sigma2)
+    assert torch.allclose(err["x0_mse"], expected, rtol=0.08), (err["x0_mse"], expected)
+    assert torch.allclose(err["eps_mse"], err["x0_mse"] / sigma2, rtol=1e-6)
+
+
+def test_angle_spacing_is_uniform_in_the_angle_and_matches_cosine_linspace():
+    """σ = tan φ with φ uniform; on the cosine schedule that is (nearly) the linspace grid of timesteps."""
+    sig = S.angle_sigmas(0.01, 100.0, 6)
+    phi = torch.atan(sig)
+    assert torch.allclose(phi[1:] - phi[:-1], (phi[1] - phi[0]).expand(5), atol=1e-12)
+    assert sig[0] == pytest.approx(100.0) and sig[-1] == pytest.approx(0.01)
+    cosine = dl.make_schedule("cosine", num_timesteps=T)
+    angle, linspace = S.noise_levels(cosine, 10, "angle"), S.noise_levels(cosine, 10, "linspace")
+    assert angle.t[0] == T - 1 and angle.t[-1] == pytest.approx(0, abs=1e-6)
+    assert (angle.t - linspace.t).abs().max() < 0.02 * T  # the cosine schedule's offset s = 0.008 aside
+
+
+def test_edm_spacing_is_karras_within_edms_range(schedule):
+    """EDM's ρ = 7 grid between 0.002 and 80, clipped to the schedule: on the cosine schedule σ(T-1) ≈ 2e4
+    would otherwise put the first steps where x0_hat is just the data mean."""
+    cosine = dl.make_schedule("cosine", num_timesteps=T)
+    sig_min = float(S.noise_levels(cosine, 2, "karras").sigma[-2])  # σ at t = 0
+    edm = S.noise_levels(cosine, 8, "edm").sigma[:-1]
+    assert torch.allclose(edm, S.karras_sigmas(max(sig_min, S.EDM_SIGMA_MIN), S.EDM_SIGMA_MAX, 8), rtol=1e-9)
+    assert S.noise_levels(cosine, 8, "karras").sigma[0] > 1e4  # the schedule's own σ_max
+    linear = S.noise_levels(schedule, 8, "edm").sigma[:-1]
+    linear_min = float(S.noise_levels(schedule, 2, "karras").sigma[-2])  # σ at t = 0, 0.01 > 0.002
+    assert linear[0] == pytest.approx(80.0) and linear[-1] == pytest.approx(linear_min)
+    assert S.noise_levels(cosine, 8, "edm", sigma_max=10.0).sigma[0] == pytest.approx(10.0)
+
+
+def test_default_ode_grids_stay_below_edms_sigma_max_on_the_cosine_schedule():
+    """The defaults chosen with benchmarks/samplers.py: no ODE sampler starts at σ ≈ 2e4 on the shipped
+    models' cosine schedule (there the first steps of such a grid are wasted; see the benchmark)."""
+    cosine = dl.make_schedule("cosine", num_timesteps=T)
+    for sampler in ("euler", "heun", "unipc"):
+        levels = S.noise_levels(cosine, 5, dl.DEFAULT_SPACING[sampler])
+        assert float(levels.sigma[0]) <= S.EDM_SIGMA_MAX * (1 + 1e-9), (sampler, float(levels.sigma[0]))
+    assert inspect.signature(dl.sample).parameters["sampler"].default == "unipc"
