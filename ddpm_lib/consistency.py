@@ -170,9 +170,10 @@ def distill_consistency(
             f"{config.steps}, {config.target_decay}."
         )
     g = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # the network's initial weights
     probe = sample_data(2, g)
-    model = ConsistencyModel(probe.shape[1], config.sigma_min, config.sigma_data, config.hidden, config.depth)
+    with torch.random.fork_rng(devices=[]):  # seed the initial weights without touching the global RNG
+        torch.manual_seed(config.seed)
+        model = ConsistencyModel(probe.shape[1], config.sigma_min, config.sigma_data, config.hidden, config.depth)
     target = EMA(model, decay=config.target_decay, warmup=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     grid = config.grid()
