@@ -31,6 +31,7 @@ been from the start).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -303,24 +304,49 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                if attempt == 0 and self._stale():
-                    self.path.unlink(missing_ok=True)
+                if attempt == 0 and self._take_over_stale():
                     continue
                 raise FileExistsError(self._busy_message()) from None
             with os.fdopen(fd, "w") as f:
                 f.write(self.owner)
             return
 
-    def _holder(self) -> tuple[str, int | None]:
+    def _take_over_stale(self) -> bool:
+        """Remove a stale lock; False when the lock is not stale (or another run took it over first).
+
+        The lock is renamed away first (atomic) and checked again: when a second run replaced
+        it with a live lock in between, that lock is put back and this run does not start.
+        """
+        holder = self._holder()
+        if not self._stale(holder):
+            return False
+        moved = self.path.with_name(f".lock.stale-{os.getpid()}")
         try:
-            host, _, pid = self.path.read_text().partition(" ")
-        except OSError:
-            return "", None
+            os.rename(self.path, moved)
+        except FileNotFoundError:  # another run removed it first: try to create ours
+            return True
+        if self._holder(moved) != holder:  # not the stale lock we judged: put it back
+            with contextlib.suppress(FileExistsError):
+                os.link(moved, self.path)
+            moved.unlink(missing_ok=True)
+            return False
+        moved.unlink(missing_ok=True)
+        return True
+
+    def _text(self, path: Path | None = None) -> str:
+        try:
+            return (path or self.path).read_text()
+        except OSError:  # gone meanwhile, or unreadable
+            return ""
+
+    def _holder(self, path: Path | None = None) -> tuple[str, int | None]:
+        """(host, pid) written in the lock file ("", None when it cannot be read)."""
+        host, _, pid = self._text(path).partition(" ")
         return host, int(pid) if pid.strip().isdigit() else None
 
-    def _stale(self) -> bool:
+    def _stale(self, holder: tuple[str, int | None]) -> bool:
         """True only for a lock of this host whose process is gone (or is this very process)."""
-        host, pid = self._holder()
+        host, pid = holder
         return host == self.host and pid is not None and (pid == os.getpid() or not _alive(pid))
 
     def _busy_message(self) -> str:
@@ -330,7 +356,7 @@ class RunLock:
             return (f"another training run (process {pid}) is writing to {folder}; wait for it, stop it, "
                     f"or use another out_dir.")
         who = f"a run on host {host!r} (process {pid})" if host and pid is not None else \
-            f"an unreadable lock ({self.path.read_text()[:40]!r})" if self.path.exists() else "another run"
+            f"a lock that does not say which run holds it ({self._text()[:40]!r})"
         return (f"{folder} is locked by {who}: another training run may be writing to it, and from host "
                 f"{self.host!r} it cannot be checked. If that run is over (e.g. its machine was stopped), delete "
                 f"{self.path} and start again; otherwise wait for it or use another out_dir.")

@@ -599,7 +599,10 @@ class Trainer:
         ``on_step(trainer)`` is called after every optimizer step (not counted in the time
         budget), e.g. to keep snapshots of ``trainer.ema_model`` along the way.
         Raises ``NonFiniteLossError`` (a ``FloatingPointError``) when the loss
-        becomes NaN or infinite; the last good checkpoint stays on disk.
+        becomes NaN or infinite; the last good checkpoint stays on disk. Raises
+        ``CheckpointError`` before training when the checkpoint to resume from was written
+        with other settings (naming them; see ``dl.checkpoint.check_resume``), and
+        ``FileExistsError`` when another run holds ``out_dir/.lock``.
         """
         cfg, acc = self.cfg, self.accelerator
         lock = checkpoint.RunLock(self.out_dir) if self.is_main else None

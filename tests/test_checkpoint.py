@@ -183,6 +183,22 @@ def test_the_lock_is_created_atomically(tmp_path):
     assert lock.read_text() == f"{socket.gethostname()} {os.getppid()}"
 
 
+def test_a_stale_lock_taken_over_by_another_run_first_is_left_to_it(tmp_path):
+    """Two runs find the same stale lock; the second to act must not remove the first one's new lock."""
+    lock = tmp_path / ".lock"
+    lock.write_text(f"{socket.gethostname()} 999999999")  # stale
+    live = f"{socket.gethostname()} {os.getppid()}"
+    real_rename = os.rename
+
+    def other_run_first(src, dst):  # the other run replaces the stale lock just before we move it
+        Path(src).write_text(live)
+        return real_rename(src, dst)
+
+    with mock.patch.object(os, "rename", other_run_first), pytest.raises(FileExistsError, match="another training"):
+        checkpoint.RunLock(tmp_path)
+    assert lock.read_text() == live and sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
 def test_a_stale_lock_of_this_host_is_taken_over_and_released(tmp_path):
     (tmp_path / ".lock").write_text(f"{socket.gethostname()} 999999999")  # e.g. left by kill -9
     lock = checkpoint.RunLock(tmp_path)

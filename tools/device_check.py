@@ -110,10 +110,12 @@ class Checks:
         marks = {}
 
         def step(tr):
-            if on_step is not None:
-                on_step(tr)
             if tr.step in (w, n - 1):
+                if self.device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")  # this sync is the clock's, not the loop's
                 marks[tr.step] = self.sync()
+            if on_step is not None:
+                on_step(tr)  # may set the sync debug mode for the next step
 
         history = trainer.fit(step)
         losses = history.losses
@@ -212,7 +214,8 @@ class Checks:
         n = self.size["steps"]
         half = max(1, n // 2)
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+        was = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
         try:
             def trainer(name):
                 return dl.Trainer(self.model(), self.data(), self.config(name, resume=True, checkpoint_every=half,
@@ -236,6 +239,7 @@ class Checks:
             resumed.fit()
         finally:
             torch.use_deterministic_algorithms(False)
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = was
         a = {**straight.unwrapped_model.state_dict(), **{f"ema.{k}": v for k, v in straight.ema_model.state_dict()
                                                          .items()}}
         b = {**resumed.unwrapped_model.state_dict(), **{f"ema.{k}": v for k, v in resumed.ema_model.state_dict()
