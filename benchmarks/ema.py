@@ -18,7 +18,8 @@ the JSON gives the mean over images of raw, EMA and raw - EMA, with the standard
 of that paired difference. At the end it also draws ``--samples`` images from each
 with DPM-Solver++ (25 steps, the same seed) and scores them with the book's MNIST
 classifier (``dl.confident_fraction``: the share it recognises with probability >= 0.9).
-One seed (``--seed``). Writes benchmarks/results/ema.json (``--out DIR``: DIR/ema.json).
+One seed (``--seed``). Writes benchmarks/results/ema.json (``--out DIR``: DIR/ema.json) after
+every evaluation, with ``"complete": false`` until the run has ended.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import time
 from pathlib import Path
 
 import torch
+from train import machine  # benchmarks/train.py (this folder is on the path when the script runs)
 
 import ddpm_lib as dl
-from train import machine  # benchmarks/train.py (this folder is on the path when the script runs)
 
 ROOT = Path(__file__).resolve().parent
 SIZES = dl.book.SIZES[2]["cpu"]
@@ -87,6 +88,33 @@ def main() -> None:
                               layers_per_block=SIZES["layers_per_block"],
                               attention_blocks=SIZES["attention_blocks"])
     batch_size = 8 if args.quick else SIZES["batch_size"]
+    points: list[dict] = []
+
+    def write(complete: bool, history=None, quality=None) -> None:
+        """Write the JSON: after every evaluation (complete=False), and at the end."""
+        result = {
+            "what": "held-out loss of the raw weights and of their EMA along chapter 2's training, longer than "
+                    "the chapter's run; and the share of samples the MNIST classifier recognises at the end",
+            "complete": complete,  # False: the run was still going (or was stopped) when this was written
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "conditions": args.note,
+            "machine": {**info, "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+            "model": {"block_out_channels": list(SIZES["unet_channels"]), "parameters": dl.count_parameters(model)},
+            "settings": {"batch_size": batch_size, "lr": SIZES["lr"], "lr_schedule": "constant", "grad_clip": 1.0,
+                         "ema_decay": EMA_DECAY, "ema_warmup": True, "betas": BETAS, "mixed_precision": "no",
+                         "seed": args.seed, "train_images": len(train), "planned_steps": args.steps},
+            "evaluation": f"{len(test)} held-out test digits x {len(ts)} timesteps, fixed noise; loss per image "
+                          "averaged over the timesteps; standard error of the paired difference over images",
+            "points": points,
+            "final_training_loss": None if history is None else round(history.losses[-1], 5),
+            "samples": None if quality is None else {"n": args.samples, "sampler": "dpmpp_2m", "steps": 25,
+                                                     "recognised": quality},
+            "quick": args.quick,
+            "seconds": round(time.perf_counter() - began, 1),
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dl.paths.write_json(out_dir / "ema.json", result)
+
     with tempfile.TemporaryDirectory() as out:
         cfg = dl.TrainConfig(batch_size=batch_size, max_steps=args.steps, lr=SIZES["lr"], warmup_steps=0,
                              lr_schedule="constant", grad_clip=1.0, ema_decay=EMA_DECAY, mixed_precision="no",
@@ -94,7 +122,6 @@ def main() -> None:
                              num_sample_images=0, progress=False, resume=False, out_dir=out, cpu=True,
                              seed=args.seed)
         trainer = dl.Trainer(model, train, cfg, schedule=schedule)
-        points = []
 
         def on_step(tr):
             if tr.step % args.every and tr.step != args.steps:
@@ -107,6 +134,7 @@ def main() -> None:
                            "standard_error": round(gain.std().item() / len(gain) ** 0.5, 5),
                            "ema_decay_now": round(tr.ema.current_decay(), 4)})
             print(points[-1], file=sys.stderr, flush=True)
+            write(complete=False)
 
         history = trainer.fit(on_step=on_step)
         shape = (args.samples, 1, 32, 32)
@@ -116,27 +144,8 @@ def main() -> None:
                 x = dl.sample(net, shape, schedule, sampler="dpmpp_2m", steps=25,
                               generator=torch.Generator().manual_seed(0))
             quality[name] = round(dl.confident_fraction(x), 4)
+    write(complete=True, history=history, quality=quality)
 
-    result = {
-        "what": "held-out loss of the raw weights and of their EMA along chapter 2's training, longer than the "
-                "chapter's run; and the share of samples the MNIST classifier recognises at the end",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "conditions": args.note,
-        "machine": {**info, "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
-        "model": {"block_out_channels": list(SIZES["unet_channels"]), "parameters": dl.count_parameters(model)},
-        "settings": {"batch_size": batch_size, "lr": SIZES["lr"], "lr_schedule": "constant", "grad_clip": 1.0,
-                     "ema_decay": EMA_DECAY, "ema_warmup": True, "betas": BETAS, "mixed_precision": "no",
-                     "seed": args.seed, "train_images": len(train)},
-        "evaluation": f"{len(test)} held-out test digits x {len(ts)} timesteps, fixed noise; loss per image "
-                      "averaged over the timesteps; standard error of the paired difference over images",
-        "points": points,
-        "final_training_loss": round(history.losses[-1], 5),
-        "samples": {"n": args.samples, "sampler": "dpmpp_2m", "steps": 25, "recognised": quality},
-        "quick": args.quick,
-        "seconds": round(time.perf_counter() - began, 1),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ema.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"points": points, "recognised": quality}, indent=1))
     print(f"wrote {out_dir / 'ema.json'}", file=sys.stderr)
 
