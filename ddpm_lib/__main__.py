@@ -311,7 +311,7 @@ def run_export(args: argparse.Namespace) -> int:
     from .models import build_model
     from .pipelines import export_pipeline
     from .schedules import make_schedule
-    from .train import latest_checkpoint, load_checkpoint
+    from .checkpoint import latest_checkpoint, load_checkpoint, schedule_from_state
 
     run = Path(args.run)
     if run.is_file():
@@ -330,7 +330,8 @@ def run_export(args: argparse.Namespace) -> int:
     cfg = state["config"]
     model = build_model(state["model_config"])
     model.load_state_dict(state["model"]["weights"] if args.no_ema else state["ema"]["model"])
-    schedule = make_schedule(cfg["schedule"], num_timesteps=cfg["num_timesteps"])
+    # The checkpoint's own schedule (custom ones included); older checkpoints name theirs.
+    schedule = schedule_from_state(state) or make_schedule(cfg["schedule"], num_timesteps=cfg["num_timesteps"])
     export_pipeline(model.eval(), schedule, args.out, prediction=cfg["prediction"],
                     metadata={"train_config": cfg, "step": state["step"], "checkpoint": str(path),
                               "ema": not args.no_ema})

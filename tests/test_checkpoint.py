@@ -12,6 +12,7 @@ import torch
 
 import ddpm_lib as dl
 from ddpm_lib import checkpoint
+from ddpm_lib.__main__ import main as cli_main
 from ddpm_lib.data import DataReport, ImageDataset
 from ddpm_lib.train import TrainConfig, Trainer
 
@@ -109,6 +110,10 @@ def test_a_custom_schedule_is_saved_and_restored(tmp_path):
     assert resumed.schedule.name == schedule.name
     assert torch.equal(resumed.schedule.alphas_cumprod, schedule.alphas_cumprod)
     exported = dl.load_pretrained(resumed.export(tmp_path / "export"))
+    assert torch.allclose(exported.schedule.alphas_cumprod, schedule.alphas_cumprod, rtol=1e-6, atol=0)
+    # so does the command line's export of the training folder
+    assert cli_main(["export", str(tmp_path), "--out", str(tmp_path / "cli_export")]) == 0
+    exported = dl.load_pretrained(tmp_path / "cli_export")
     assert torch.allclose(exported.schedule.alphas_cumprod, schedule.alphas_cumprod, rtol=1e-6, atol=0)
 
     # passing another schedule is an error naming it
