@@ -480,10 +480,14 @@ def bench_real(name: str, w: float, scorer, nfes, seeds, n: int, ours: dict, the
     per_image = 2 if conditional and w != 1.0 else 1  # network evaluations per sample per sampler step
     model, seen = pre.model, _count_images(pre.model)
     jobs = [("ours", k, v) for k, v in ours.items()] + [("diffusers", k, v) for k, v in theirs.items()]
+    failures = {}  # diffusers configurations that raise on this model
     out = {"guidance_scale": w if conditional else None, "num_samples": n, "seeds": list(seeds),
            "scheduler_config": config, "ours": {}, "diffusers": {}}
     for source, label, spec in jobs:
         rows = {}
+        if f"__fail__|{name}|{label}" in cache:
+            failures[label] = cache[f"__fail__|{name}|{label}"]
+            continue
         for budget in nfes:
             per_seed = []
             for seed in seeds:
@@ -503,7 +507,14 @@ def bench_real(name: str, w: float, scorer, nfes, seeds, n: int, ours: dict, the
                     else:
                         cls, overrides, nfe_of = spec
                         steps = max(k for k in range(1, budget + 1) if per_image * nfe_of(k) <= budget)
-                        x, _ = run_diffusers_real(cls.from_config(config, **overrides), steps, model, x_T, labels, w)
+                        try:
+                            x, _ = run_diffusers_real(cls.from_config(config, **overrides), steps, model, x_T,
+                                                      labels, w)
+                        except Exception as error:  # noqa: BLE001 - a scheduler that fails is a result too
+                            failures[label] = f"{type(error).__name__}: {error} (at {steps} steps)"
+                            cache[f"__fail__|{name}|{label}"] = failures[label]
+                            log(f"[{name}] diffusers {label} fails: {failures[label]}")
+                            break
                     row = {"steps": steps, "nfe": seen[0] / n, **scorer.score_images(x.clamp(-1, 1)),
                            "seconds": round(time.time() - t0, 1)}
                     if conditional:
@@ -511,6 +522,8 @@ def bench_real(name: str, w: float, scorer, nfes, seeds, n: int, ours: dict, the
                                                             .float().mean()), 4)
                     cache[key] = row
                 per_seed.append(cache[key])
+            if label in failures:
+                break
             if per_seed:
                 rows[str(budget)] = _aggregate(per_seed)
         if not rows:
@@ -521,6 +534,7 @@ def bench_real(name: str, w: float, scorer, nfes, seeds, n: int, ours: dict, the
         log_cache = cache.get("__path__")
         if log_cache:
             Path(log_cache).write_text(json.dumps(cache))
+    out["failures"] = failures
     out["summary"] = summarise_real(out)
     return out
 
