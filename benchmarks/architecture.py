@@ -222,7 +222,7 @@ def run_one(
     return {
         "name": row["name"],
         "seed": seed,
-        "params": dl.count_parameters(ema),
+        "params": dl.count_parameters(ema, trainable_only=False),  # the EMA copy is frozen
         "flops": dl.forward_flops(
             ema, x[:1], torch.tensor([500]), **({"class_labels": y[:1]} if conditional else {})
         ),
@@ -244,7 +244,7 @@ def summarise(rows: list[dict], runs: list[dict]) -> list[dict]:
         summary["kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in row["kwargs"].items()}
         summary["change"] = {k: list(v) if isinstance(v, tuple) else v for k, v in row["change"].items()}
         summary["seeds"] = len(mine)
-        summary["params"] = mine[0]["params"]
+        summary["params"] = dl.count_parameters(build(row))  # from the architecture
         summary["flops"] = mine[0]["flops"]
         for key in ("heldout", "recognised", "class_balance", "fd", "sec_per_step"):
             vals = torch.tensor([float(r[key]) for r in mine])
