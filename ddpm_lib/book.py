@@ -119,10 +119,15 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
         "gpu": dict(chain_samples=20_000, grad_samples=200_000, vlb_samples=500, toy_samples=4000, ddim_steps=50,
                     sde_steps=1000, ode_steps=200, langevin_levels=100, langevin_plain_steps=1000, quiver_grid=21),
     },
-    5: {  # UNets and alternatives: every comparison shares one budget (train_steps x batch_size)
-        "smoke": dict(image_size=16, train_steps=10, batch_size=8, width=8, lr=2e-3, val_images=64),
-        "cpu": dict(train_steps=100, batch_size=24, num_images=None, width=8, lr=2e-3, val_images=250),
-        "gpu": dict(train_steps=3000, batch_size=128, num_images=None, width=32, lr=1e-3, val_images=1000),
+    5: {  # UNets and alternatives: every comparison shares one budget (train_steps x batch_size); 28 px as the
+        # mnist preset; pretrained_samples: draws of pretrained/ddpm-mnist scored at the end; check_claims: the
+        # runs are long enough for the training claims to be asserted (smoke runs only exercise the code)
+        "smoke": dict(image_size=16, train_steps=10, batch_size=8, width=8, lr=2e-3, val_images=64,
+                      pretrained_samples=40, check_claims=False),
+        "cpu": dict(image_size=28, train_steps=100, batch_size=24, num_images=None, width=8, lr=2e-3,
+                    val_images=250, pretrained_samples=200, check_claims=True),
+        "gpu": dict(image_size=28, train_steps=3000, batch_size=128, num_images=None, width=32, lr=1e-3,
+                    val_images=1000, pretrained_samples=1000, check_claims=True),
     },
     6: {  # targets: held-out digits for the checks; one toy MLP per target (eps, x0, v, EDM) on an exact mixture
         "smoke": dict(image_size=16, val_images=64, num_images=256, toy_train_steps=150, toy_seeds=1,
