@@ -104,6 +104,16 @@ def test_kernel_killed_mid_training_resumes_to_identical_weights(tmp_path):
     cells, session_1 = training_cells()
     killed_runs, straight_runs = tmp_path / "killed", tmp_path / "straight"
 
+    def run_from_top(runs, weights_file):
+        """Run the training cells in a new kernel, save its weights; what the cells printed."""
+        k = Kernel(runs)
+        try:
+            printed = "".join(k.run(code) for code in cells)
+            k.run(SAVE_WEIGHTS.replace("PATH", repr(str(weights_file))))
+        finally:
+            k.close()
+        return printed
+
     # 1. a session that dies: the kernel is killed while training, after the first checkpoint
     k = Kernel(killed_runs)
     try:
@@ -129,25 +139,15 @@ def test_kernel_killed_mid_training_resumes_to_identical_weights(tmp_path):
     first_step = int(checkpoints[0].stem.split("_")[1])
 
     # 2. a new kernel runs the notebook again from the top, unchanged
-    k = Kernel(killed_runs)
-    try:
-        printed = "".join(k.run(code) for code in cells)
-        k.run(SAVE_WEIGHTS.replace("PATH", repr(str(tmp_path / "resumed.pt"))))
-    finally:
-        k.close()
+    printed = run_from_top(killed_runs, tmp_path / "resumed.pt")
     assert f"it holds a checkpoint of step {first_step}: training continues from there" in printed, printed
     assert sorted(killed_runs.iterdir()) == [run_folder], "the same run folder was found again, no new one"
 
     # 3. the same cells without any interruption
-    k = Kernel(straight_runs)
-    try:
-        printed_straight = "".join(k.run(code) for code in cells)
-        k.run(SAVE_WEIGHTS.replace("PATH", repr(str(tmp_path / "straight.pt"))))
-    finally:
-        k.close()
+    printed_straight = run_from_top(straight_runs, tmp_path / "straight.pt")
     assert "a new run: training starts at step 0" in printed_straight
 
-    resumed, straight = torch.load(tmp_path / "resumed.pt"), torch.load(tmp_path / "straight.pt")
+    resumed, straight = (torch.load(tmp_path / f, weights_only=True) for f in ("resumed.pt", "straight.pt"))
     assert resumed["found"] == first_step and straight["found"] is None
     assert resumed["step"] == straight["step"] > first_step
     for part in ("model", "ema"):
