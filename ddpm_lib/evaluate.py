@@ -657,15 +657,21 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, feature:
     ``"inception"``, ``"auto"``: distance between ``image_features`` (chapter 9), which
     ignores small shifts and stroke changes that pixels punish.
     """
-    for name, x in (("queries", queries), ("references", references)):
+    _check_comparable(queries, references)
+    kind = "pixels" if feature == "pixels" else _resolve_feature(feature)[0]
+    return _nearest(_vectors(queries, kind), _vectors(references, kind), kind, batch_size)
+
+
+def _check_comparable(queries: torch.Tensor, references: torch.Tensor,
+                      names: tuple[str, str] = ("queries", "references")) -> None:
+    """Both non-empty (N, C, H, W) tensors of the same image shape, or a ValueError saying which is not."""
+    for name, x in zip(names, (queries, references)):
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or len(x) == 0:
             raise ValueError(f"{name} must be a non-empty (N, C, H, W) tensor in [-1, 1], "
                              f"got {getattr(x, 'shape', type(x))}.")
     if queries.shape[1:] != references.shape[1:]:
-        raise ValueError(f"queries are {tuple(queries.shape[1:])} images but references are "
+        raise ValueError(f"{names[0]} are {tuple(queries.shape[1:])} images but {names[1]} are "
                          f"{tuple(references.shape[1:])}; compare images of the same shape.")
-    kind = "pixels" if feature == "pixels" else _resolve_feature(feature)[0]
-    return _nearest(_vectors(queries, kind), _vectors(references, kind), kind, batch_size)
 
 
 def _vectors(images: torch.Tensor, kind: str) -> torch.Tensor:
@@ -756,7 +762,7 @@ def memorisation_check(samples: torch.Tensor, train: torch.Tensor, held_out: tor
     in [-1, 1]. Distances in pixels and in ``feature`` space (``nearest_neighbours``).
     """
     for name, x in (("samples", samples), ("held_out", held_out)):
-        nearest_neighbours(x[:1], train[:1])  # checks shapes with a clear error before any features
+        _check_comparable(x, train, (name, "train"))  # a clear error before any features are computed
     kind, _ = _resolve_feature(feature)
     train_vectors = {"pixels": _vectors(train, "pixels"), "features": _vectors(train, kind)}  # once
     out: dict[str, dict[str, Neighbours]] = {"samples": {}, "held_out": {}}
