@@ -20,7 +20,12 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[book,test,dev]"
+	@# torch's CUDA build and its libraries take about 7 GB in the venv: a full disk is the
+	@# usual cause of a failed install, so say how much room there is.
+	@$(PY) -m pip install -q -e ".[book,test,dev]" || { \
+	  echo "pip install failed. It needs about 7 GB of free disk; free here: $$(df -h --output=avail . | tail -1)."; \
+	  echo "Free some space (old clones' .venv folders are the usual suspects) and run make again."; \
+	  exit 1; }
 	@touch $(STAMP)
 
 venv: $(STAMP)
