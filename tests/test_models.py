@@ -265,6 +265,35 @@ def test_unet_class_conditioning_and_null_class():
     assert not torch.allclose(blind(x, 0, torch.tensor([0, 0])), blind(x, 0, torch.tensor([1, 1])), atol=1e-5)
 
 
+def test_unet_labels_on_a_device_are_checked_there_not_read_back():
+    """A class-conditional training step must not wait for the GPU to read its labels back.
+
+    The meta device stands in for the GPU (its tensors hold no data, so reading one back raises,
+    as the former ``y.min() < 0`` check did); the range check is queued on the device instead
+    (tools/device_check.py shows a bad label stopping a CUDA program). CPU labels keep the
+    ValueError that names the values (test above).
+    """
+    from unittest import mock
+
+    for make in (tiny_unet, tiny_dit):
+        with torch.device("meta"):
+            model = make(num_classes=3)
+            x, t = torch.empty(2, 1, 8, 8), torch.empty(2, dtype=torch.long)
+            y = torch.empty(2, dtype=torch.long)
+        with mock.patch.object(torch, "_assert_async", wraps=torch._assert_async) as check:
+            out = model(x, t, class_labels=y)
+        assert out.device.type == "meta" and out.shape == x.shape
+        check.assert_called_once()
+        assert "[0, 2], or be 3 for the null class" in check.call_args.args[1]
+    with mock.patch.object(torch, "_assert_async") as check:  # numbers and CPU tensors: on the host
+        with pytest.raises(ValueError, match=r"got values in \[-1, 0\]"):
+            tiny_unet(num_classes=3)(torch.randn(2, 1, 8, 8), 10, class_labels=[0, -1])
+        tiny_unet(num_classes=3)(torch.randn(2, 1, 8, 8), 10, class_labels=2)
+    check.assert_not_called()
+    with pytest.raises(ValueError, match="not booleans"):
+        tiny_unet(num_classes=3)(torch.randn(2, 1, 8, 8), 10, class_labels=torch.tensor([True, False]))
+
+
 def test_timestep_embedding_values():
     emb = timestep_embedding(torch.tensor([0.0, 1.0]), 6)
     assert emb.shape == (2, 6)

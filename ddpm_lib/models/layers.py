@@ -123,23 +123,35 @@ class ConditionEmbedding(nn.Module):
         return emb
 
     def _labels(self, class_labels, batch: int, device: torch.device) -> torch.Tensor:
-        """Labels in [0, K]; None means "no class" (the null index K) for every image."""
+        """Labels in [0, K]; None means "no class" (the null index K) for every image.
+
+        Never waits for a GPU (one training step would otherwise stop here to read the labels
+        back): numbers, lists and CPU tensors are checked on the host (a ``ValueError`` naming
+        the values); labels already on an accelerator are checked there, asynchronously
+        (``torch._assert_async``: on CUDA a bad label stops the program with a device-side
+        assertion carrying this message, without the values; check such labels on the CPU to
+        see them), as ``NoiseSchedule`` checks timesteps.
+        """
         K = self.num_classes
         if class_labels is None:
             return torch.full((batch,), K, device=device, dtype=torch.long)
-        y = torch.as_tensor(class_labels, device=device).long()
+        y = torch.as_tensor(class_labels)  # numbers and lists: a CPU tensor; a tensor stays where it is
+        if y.dtype == torch.bool:
+            raise ValueError("class_labels must hold integer class indices, not booleans.")
+        y = y.long()
         if y.ndim == 0:
             y = y.expand(batch)
         if y.shape != (batch,):
             raise ValueError(
                 f"class_labels has shape {tuple(y.shape)}; expected ({batch},), one label per image."
             )
-        if y.numel() and (y.min() < 0 or y.max() > K):
-            raise ValueError(
-                f"class labels must lie in [0, {K - 1}], or be {K} for the null class; "
-                f"got values in [{int(y.min())}, {int(y.max())}]."
-            )
-        return y
+        rule = f"class labels must lie in [0, {K - 1}], or be {K} for the null class"
+        if y.numel() and y.device.type == "cpu":
+            if bool(y.min() < 0) or bool(y.max() > K):
+                raise ValueError(f"{rule}; got values in [{int(y.min())}, {int(y.max())}].")
+        elif y.numel():
+            torch._assert_async(((y >= 0) & (y <= K)).all(), f"{rule}.")
+        return y.to(device)
 
 
 def _num_groups(channels: int) -> int:
