@@ -294,6 +294,37 @@ def test_unet_labels_on_a_device_are_checked_there_not_read_back():
         tiny_unet(num_classes=3)(torch.randn(2, 1, 8, 8), 10, class_labels=torch.tensor([True, False]))
 
 
+def test_a_class_conditional_training_step_on_the_test_device_waits_for_nothing(device):
+    """The loss, forward and backward of a class-conditional UNet with labels on ``device``.
+
+    With DDPM_TEST_DEVICE=cuda (tools/device_check.sh) this runs on the GPU with CUDA's sync
+    debugging set to "error": any read-back to the host raises there. On the CPU it checks that the
+    same step runs and trains every parameter.
+    """
+    torch.manual_seed(0)
+    model = tiny_unet(num_classes=3).to(device)
+    schedule = dl.make_schedule("linear", num_timesteps=100).to(device)
+    x0 = torch.randn(4, 1, 8, 8, device=device)
+    y = torch.tensor([0, 1, 2, 3], device=device)  # 3: the null class
+
+    def step():
+        model.zero_grad()
+        loss = dl.diffusion_loss(model, x0, schedule, class_labels=y)
+        loss.backward()
+        return loss
+
+    step()  # warm-up: first-use library set-up may synchronise once
+    if device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = step()
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    assert loss.device.type == device.type and bool(torch.isfinite(loss))
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
 def test_timestep_embedding_values():
     emb = timestep_embedding(torch.tensor([0.0, 1.0]), 6)
     assert emb.shape == (2, 6)
