@@ -51,6 +51,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -392,6 +393,14 @@ REAL_OURS = {
     "unipc[log_snr]": ("unipc", "log_snr", {}),
     "unipc[focused]": ("unipc", "focused", {}),
     "dpmpp_2m[log_snr(sigma_max=80)]": ("dpmpp_2m", "log_snr", {"sigma_max": 80.0}),
+    # guided sampling (issue 23): order and final step on the grids that end before t = 0
+    "unipc[trailing](final_order=1)": ("unipc", "trailing", {"final_order": 1}),
+    "unipc[trailing](order=1)": ("unipc", "trailing", {"order": 1}),
+    "unipc[trailing](order=1,final_order=1)": ("unipc", "trailing", {"order": 1, "final_order": 1}),
+    "unipc[trailing](final_order=1,clip_x0=1)": ("unipc", "trailing", {"final_order": 1, "clip_x0": 1.0}),
+    "ddim[trailing](clip_x0=1)": ("ddim", "trailing", {"clip_x0": 1.0}),
+    "euler_ancestral[edm]": ("euler_ancestral", "edm", {}),
+    "euler_ancestral[karras]": ("euler_ancestral", "karras", {}),
     "unipc[log_snr(sigma_max=80)]": ("unipc", "log_snr", {"sigma_max": 80.0}),
 }
 
@@ -482,6 +491,7 @@ def bench_real(name: str, w: float, scorer, nfes, seeds, n: int, ours: dict, the
     jobs = [("ours", k, v) for k, v in ours.items()] + [("diffusers", k, v) for k, v in theirs.items()]
     failures = {}  # diffusers configurations that raise on this model
     out = {"guidance_scale": w if conditional else None, "num_samples": n, "seeds": list(seeds),
+           "default": default_label(w if conditional else 1.0),
            "scheduler_config": config, "ours": {}, "diffusers": {}}
     for source, label, spec in jobs:
         rows = {}
@@ -551,17 +561,26 @@ def _aggregate(per_seed: list[dict]) -> dict:
     return agg
 
 
-def default_label() -> str:
-    """The configuration ``dl.sample`` uses when given no sampler and no spacing."""
+def default_label(guidance_scale: float = 1.0) -> str:
+    """The configuration ``dl.sample`` uses when given no sampler, spacing or options (with guidance:
+    ``dl.samplers.GUIDED_DEFAULTS``), named like the keys of ``REAL_OURS``."""
     sampler = inspect.signature(dl.sample).parameters["sampler"].default
-    return f"{sampler}[{dl.DEFAULT_SPACING[sampler]}]"
+    spacing, options = dl.samplers.default_settings(sampler, guidance_scale)
+    return f"{sampler}[{spacing}]" + (f"({','.join(f'{k}={v}' for k, v in options.items())})" if options else "")
+
+
+def default_spec(guidance_scale: float = 1.0) -> tuple[str, str, dict]:
+    """(sampler, spacing, options) of ``default_label``."""
+    sampler = inspect.signature(dl.sample).parameters["sampler"].default
+    spacing, options = dl.samplers.default_settings(sampler, guidance_scale)
+    return sampler, spacing, options
 
 
 def summarise_real(out: dict) -> dict:
     """At every NFE: dl.sample's default, our best and diffusers' best (mean FD over seeds, with std and
     the number of seeds), and the target: default <= diffusers' best at every NFE, and the default at
     NFE 10 <= diffusers' best at NFE 20."""
-    summary, default = {}, default_label()
+    summary, default = {}, out["default"]
 
     def best(rows_by_key: dict, b: str):
         have = {k: r[b] for k, r in rows_by_key.items() if b in r}
@@ -600,7 +619,7 @@ def plot_real(real: dict, path: Path) -> None:
     colors = plt.cm.tab20.colors
     for ax, name in zip(axes[0], names):
         res = real["models"][name]
-        default = default_label()
+        default = res.get("default", default_label())
         curves = [("ours", k, r, "-") for k, r in _real_family_curves(res["ours"]).items()]
         curves += [("diffusers", k, r, "--") for k, r in _real_family_curves(res["diffusers"]).items()]
         if default in res["ours"] and default not in [k for _, k, _, _ in curves]:
@@ -689,6 +708,34 @@ def why_errors(names, n: int, num_levels: int, log) -> dict:
     return out
 
 
+@torch.no_grad()
+def why_guidance(name: str, w: float, n: int, num_levels: int) -> dict:
+    """What classifier-free guidance does to the network's x0_hat at each noise level, on held-out digits
+    with their own labels: the mean squared shift (x0_guided - x0_cond)² per pixel and the largest
+    |x0_hat| of each guided image (mean over images; the data lie in [-1, 1])."""
+    from ddpm_lib.modelcall import call_model, null_class_of
+
+    pre = dl.load_pretrained(name)
+    held_out = dl.load_images("mnist-5k", split="test", image_size=28)
+    x0, labels = held_out.images[:n], held_out.labels[:n]
+    null = torch.full_like(labels, null_class_of(pre.model))
+    g = torch.Generator().manual_seed(7)
+    t = torch.linspace(0, len(pre.schedule.alphas_cumprod) - 1, num_levels).round()
+    levels = dl.noise_levels(pre.schedule, num_levels, sorted(t.tolist(), reverse=True))
+    shift, peak = [], []
+    for i in range(num_levels):
+        a, s_ = float(levels.a[i]), float(levels.s[i])
+        x_t = a * x0 + s_ * torch.randn(x0.shape, generator=g)
+        out = call_model(pre.model, torch.cat([x_t, x_t]), levels.t[i].long().expand(2 * n),
+                         torch.cat([labels, null]))
+        x0_c, x0_u = (dl.samplers._split(pre.prediction, o, x_t, a, s_)[0] for o in out.chunk(2))
+        guided = x0_u + w * (x0_c - x0_u)
+        shift.append(round(float((guided - x0_c).pow(2).mean()), 8))
+        peak.append(round(float(guided.reshape(n, -1).abs().amax(1).mean()), 4))
+    return {"model": name, "guidance_scale": w, "num_images": n, "log_snr": (2 * levels.lam[:-1]).tolist(),
+            "shift_mse": shift, "max_abs_x0": peak}
+
+
 def why_grids(name: str, grid_steps, ours: dict, theirs: dict) -> dict:
     """The log-SNR of every configuration's evaluations at each number of steps (no network needed)."""
     pre = dl.load_pretrained(name)
@@ -709,7 +756,8 @@ def plot_why(why: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = {"diffusers: DPM++2M[config]", "diffusers: DPM++2M[trailing]", "diffusers: UniPC[config]",
-             "diffusers: UniPC[trailing]", "diffusers: DDIM[trailing]", f"ours: {default_label()}"}
+             "diffusers: UniPC[trailing]", "diffusers: DDIM[trailing]", f"ours: {default_label()}",
+             f"ours: {default_label(max(REAL_MODELS.values()))}"}
     keep = lambda k: k in shown or (k.startswith("ours: dpmpp_2m[") and k.endswith("]"))
     grids = {steps: {k: v for k, v in rows.items() if keep(k)} for steps, rows in why["grids"].items()}
     fig, axes = plt.subplots(1 + len(grids), 1, figsize=(11, 4 + 0.28 * sum(len(g) for g in grids.values())),
@@ -720,6 +768,10 @@ def plot_why(why: dict, path: Path) -> None:
         ax.plot(err["log_snr"], err["eps_mse"], "--", label=f"{name}: eps-MSE")
     first = next(iter(why["models"].values()))
     ax.plot(first["log_snr"], why["wiener_x0_mse"], ":", color="black", label="best linear denoiser: x0-MSE")
+    if "guidance" in why:
+        gd = why["guidance"]
+        ax.plot(gd["log_snr"], gd["shift_mse"], "-s", ms=3, color="C6",
+                label=f"{gd['model']}: guidance's shift of x0_hat, (guided - conditional)², w = {gd['guidance_scale']:g}")
     ax.set(yscale="log", ylabel="mean squared error per pixel",
            title="Where the trained networks are poor: denoising error against noise level")
     ax.legend(fontsize=7)
@@ -745,12 +797,10 @@ def run_real_part(args, log) -> dict:
     ours = dict(REAL_OURS)
     theirs = diffusers_real_configs()
     default = default_label()
-    if default not in ours:  # the default is always measured
-        sampler, spacing = default.rstrip("]").split("[")
-        ours = {default: (sampler, spacing, {}), **ours}
-    ours = {default: ours.pop(default), **ours}  # first
+    defaults = {default_label(w): default_spec(w) for w in sorted(set(REAL_MODELS.values()))}
+    ours = {**defaults, **{k: v for k, v in ours.items() if k not in defaults}}  # always measured, first
     if args.only:  # these configurations only, in this order (for partial runs into --cache)
-        keep = args.only.split(",")
+        keep = re.split(r",(?![^()\[\]]*[)\]])", args.only)  # commas inside a label's brackets stay
         ours = {k: ours[k] for k in keep if k in ours}
         theirs = {k: theirs[k] for k in keep if k in theirs}
     if quick:
@@ -764,6 +814,7 @@ def run_real_part(args, log) -> dict:
     scorer = Scorer(n)
     real = {"machine": machine_info(), "quick": quick, "num_samples": n, "seeds": list(seeds), "nfe": list(nfes),
             "default": default,
+            "default_guided": default_label(max(REAL_MODELS.values())),
             "metric": ("fd: Frechet distance between the shipped MNIST classifier's 128-d features of the samples "
                        "(clamped to [-1, 1]) and of the 1,000 held-out digits of mnist-5k (benchmarks/quality.py's "
                        "Scorer); recognised: share with top class probability >= 0.9; mean and std over seeds, "
@@ -779,6 +830,7 @@ def run_real_part(args, log) -> dict:
                  "of the samplers"),
             ],
             "models": {}}
+    real["notes"] += args.note
     names = args.models.split(",")
     if not args.skip_why:
         n_why, levels = (16, 6) if quick else (128, 24)
@@ -788,6 +840,12 @@ def run_real_part(args, log) -> dict:
             if args.cache is not None:
                 args.cache.write_text(json.dumps(cache))
         real["why"] = {**cache[why_key], "grids": why_grids(names[0], (5, 10), ours, theirs)}
+        guided = [k for k in names if REAL_MODELS[k] != 1.0]
+        if guided:
+            g_key = f"__why_guidance__|{guided[0]}|{n_why}|{levels}"
+            if g_key not in cache:
+                cache[g_key] = why_guidance(guided[0], REAL_MODELS[guided[0]], n_why, levels)
+            real["why"]["guidance"] = cache[g_key]
     for name in names:
         w = REAL_MODELS[name]
         res = bench_real(name, w, scorer, nfes, seeds, n, ours, theirs, log, cache, args.cached_only)
@@ -811,6 +869,8 @@ def main() -> None:
                         help="real models: only assemble the runs found in --cache (seeds may differ per entry)")
     parser.add_argument("--skip-why", action="store_true", help="real models: no denoising-error analysis")
     parser.add_argument("--only", default="", help="real models: comma-separated configurations to run")
+    parser.add_argument("--note", action="append", default=[],
+                        help="real models: a note on the conditions of the measurement, stored with the results")
     parser.add_argument("--cache", type=Path, default=None,
                         help="real models: JSON of finished runs, read and extended (resume an interrupted run)")
     args = parser.parse_args()

@@ -44,6 +44,7 @@ from .targets import PREDICTIONS, EDMDenoiser
 __all__ = [
     "DEFAULT_CLIP_X0",
     "DEFAULT_SPACING",
+    "GUIDED_DEFAULTS",
     "SAMPLERS",
     "SPACINGS",
     "NoiseLevels",
@@ -773,6 +774,31 @@ DEFAULT_SPACING: dict[str, str] = {
 }
 
 
+# With classifier-free guidance (guidance_scale != 1) these settings replace a sampler's defaults (its
+# spacing, and each option the caller does not give), chosen on pretrained/ddpm-mnist-cond at w = 3 with
+# benchmarks/samplers.py (issue 23). Guidance costs two evaluations a step, so 5 NFE are 2 steps: a grid
+# that ends at t = 0 ("edm", "linspace", "log_snr") spends the second at σ ≈ 0.006, where nothing is left
+# to decide, and returns the one-step guided x0_hat (FD 236 against 28.6 on "trailing"). The guided
+# x0_hat overshoots the data range at high noise (|x0_hat| up to ~3.6 at w = 3), and UniPC's
+# second-order last step carries the corrector's shift from the long first step into the sample
+# (FD 54 against 28.6 with a first-order last step at 5 NFE; equal at 10). "trailing" with a
+# first-order last step is diffusers' UniPC on its trailing grid; unguided, "edm" stays better.
+GUIDED_DEFAULTS: dict[str, dict] = {
+    "unipc": {"spacing": "trailing", "final_order": 1},
+}
+
+
+def default_settings(sampler: str, guidance_scale: float = 1.0) -> tuple[str, dict]:
+    """(spacing, options) that ``sample`` uses for ``sampler`` when given neither: ``DEFAULT_SPACING``
+    and no options, or with guidance (``guidance_scale`` != 1) ``GUIDED_DEFAULTS`` where it names the
+    sampler. Chapter 7."""
+    _check_sampler(sampler)
+    if guidance_scale != 1.0 and sampler in GUIDED_DEFAULTS:
+        options = dict(GUIDED_DEFAULTS[sampler])
+        return options.pop("spacing", DEFAULT_SPACING[sampler]), options
+    return DEFAULT_SPACING[sampler], {}
+
+
 def nfe(sampler: str, steps: int, **options) -> int:
     """Network evaluations of one ``sample`` call (a guided batch counts once). Chapter 7."""
     _check_sampler(sampler)
@@ -837,7 +863,9 @@ def sample(
             For "edm" the model is EDM's F, called as ``F(c_in x, c_noise)`` (see ``make_denoiser``).
         spacing: "trailing" | "leading" | "linspace" | "karras" | "edm" | "log_snr" | "focused" |
             "angle", or an explicit decreasing list of timesteps; None picks
-            ``DEFAULT_SPACING[sampler]``.
+            ``DEFAULT_SPACING[sampler]``, or with guidance ``GUIDED_DEFAULTS[sampler]``'s (see
+            ``default_settings``: the default unipc uses "trailing" and a first-order last step
+            when ``guidance_scale`` != 1).
         x_T: standard-normal starting noise (shape); drawn with ``generator`` when None.
             It is scaled to the first noise level by the sampler (× √(a² + s²), i.e. unchanged
             for a variance-preserving schedule), so samplers compared from the same x_T
@@ -867,7 +895,9 @@ def sample(
     unknown = sorted(set(sampler_kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"sampler {sampler!r} has no option {unknown}; its options are {allowed}.")
-    levels = noise_levels(schedule, steps, DEFAULT_SPACING[sampler] if spacing is None else spacing, **grid_options)
+    default_spacing, default_options = default_settings(sampler, guidance_scale)
+    sampler_kwargs = {**default_options, **sampler_kwargs}  # the caller's options win
+    levels = noise_levels(schedule, steps, default_spacing if spacing is None else spacing, **grid_options)
 
     model_device, model_dtype = _model_device_dtype(model, schedule)
     given = x_T.device if x_T is not None else None

@@ -327,3 +327,43 @@ def test_default_ode_grids_stay_below_edms_sigma_max_on_the_cosine_schedule():
         levels = S.noise_levels(cosine, 5, dl.DEFAULT_SPACING[sampler])
         assert float(levels.sigma[0]) <= S.EDM_SIGMA_MAX * (1 + 1e-9), (sampler, float(levels.sigma[0]))
     assert inspect.signature(dl.sample).parameters["sampler"].default == "unipc"
+
+
+def test_guidance_switches_the_default_unipc_to_its_guided_settings(schedule, toy, x_T):
+    """dl.sample's default sampler with guidance_scale != 1 and no spacing or options uses
+    GUIDED_DEFAULTS (chosen with benchmarks/samplers.py on the shipped guided model); what the caller
+    gives still wins, and w = 1 and samplers without guided settings keep DEFAULT_SPACING."""
+    model, K = toy.as_model(schedule), toy.num_components
+    labels = torch.arange(len(x_T)) % K
+    guided = dict(class_labels=labels, null_class=K, guidance_scale=3.0)
+    spacing, options = S.default_settings("unipc", 3.0)
+    assert (spacing, options) != (S.DEFAULT_SPACING["unipc"], {}), "guidance should change unipc's defaults"
+    assert S.default_settings("unipc", 1.0) == (S.DEFAULT_SPACING["unipc"], {})
+    assert S.default_settings("dpmpp_2m", 3.0) == (S.DEFAULT_SPACING["dpmpp_2m"], {})
+    default = dl.sample(model, x_T.shape, schedule, steps=6, x_T=x_T, **guided)
+    explicit = _ours(model, x_T, schedule, "unipc", 6, spacing, **options, **guided)
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    unguided_options = {k: inspect.signature(S.sample_unipc).parameters[k].default for k in options}
+    plain = _ours(model, x_T, schedule, "unipc", 6, S.DEFAULT_SPACING["unipc"], **unguided_options, **guided)
+    assert (default - plain).abs().max() > 1e-3, "the guided settings should change the samples"
+    # each setting the caller gives wins over the guided one
+    mine = {"spacing": S.DEFAULT_SPACING["unipc"], **unguided_options}
+    torch.testing.assert_close(dl.sample(model, x_T.shape, schedule, steps=6, x_T=x_T, **mine, **guided), plain,
+                               rtol=0, atol=0)
+    # without guidance the default is DEFAULT_SPACING with the sampler's own options
+    torch.testing.assert_close(dl.sample(model, x_T.shape, schedule, steps=6, x_T=x_T, class_labels=labels),
+                               _ours(model, x_T, schedule, "unipc", 6, S.DEFAULT_SPACING["unipc"],
+                                     class_labels=labels), rtol=0, atol=0)
+
+
+def test_guided_default_grid_spends_no_evaluation_at_the_clean_end():
+    """The reason for the guided grid (benchmarks/samplers.py, issue 23): with guidance every step costs
+    two evaluations, so 5 NFE are 2 steps; a grid ending at t = 0 (edm) then spends the second one at
+    σ ≈ 0.006, where nothing is left to decide. The guided default's levels all stay above σ = 0.1 up to
+    10 steps on the shipped models' cosine schedule, and its 2-step grid evaluates at σ ≈ 1."""
+    cosine = dl.make_schedule("cosine", num_timesteps=T)
+    spacing, _ = S.default_settings("unipc", 3.0)
+    for steps in (2, 5, 10):
+        assert float(S.noise_levels(cosine, steps, spacing).sigma[-2]) > 0.1, (spacing, steps)
+    assert float(S.noise_levels(cosine, 2, "edm").sigma[-2]) < 0.01
+    assert 0.5 < float(S.noise_levels(cosine, 2, spacing).sigma[-2]) < 2
