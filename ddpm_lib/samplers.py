@@ -761,6 +761,9 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 # t = 0 ("trailing", "focused"), while the exact toys prefer "focused" (they reward accurate
 # integration, not where a trained network is useful; chapter 7). dpmpp_2m keeps "log_snr", the grid
 # the shipped models' recorded sampler (ddpm_lib.json) and their model cards were measured with.
+# euler_ancestral: "edm" as well; on the schedule's own range ("karras") its first steps are spent at
+# σ ~ 2e4-100 on the cosine schedule (FD at 10 NFE, 1 seed: 87 against 309 unguided, 13 against 177
+# with guidance w = 3).
 DEFAULT_SPACING: dict[str, str] = {
     "ddpm": "trailing",
     "ddim": "trailing",
@@ -768,7 +771,7 @@ DEFAULT_SPACING: dict[str, str] = {
     "heun": "edm",
     "dpmpp_2m": "log_snr",
     "unipc": "edm",
-    "euler_ancestral": "karras",
+    "euler_ancestral": "edm",
     "pc": "trailing",
     "langevin": "log_snr",
 }

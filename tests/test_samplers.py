@@ -320,10 +320,10 @@ def test_edm_spacing_is_karras_within_edms_range(schedule):
 
 
 def test_default_ode_grids_stay_below_edms_sigma_max_on_the_cosine_schedule():
-    """The defaults chosen with benchmarks/samplers.py: no ODE sampler starts at σ ≈ 2e4 on the shipped
-    models' cosine schedule (there the first steps of such a grid are wasted; see the benchmark)."""
+    """The defaults chosen with benchmarks/samplers.py: no ODE sampler, nor ancestral Euler, starts at
+    σ ≈ 2e4 on the shipped models' cosine schedule (there the first steps of such a grid are wasted)."""
     cosine = dl.make_schedule("cosine", num_timesteps=T)
-    for sampler in ("euler", "heun", "unipc"):
+    for sampler in ("euler", "heun", "unipc", "euler_ancestral"):
         levels = S.noise_levels(cosine, 5, dl.DEFAULT_SPACING[sampler])
         assert float(levels.sigma[0]) <= S.EDM_SIGMA_MAX * (1 + 1e-9), (sampler, float(levels.sigma[0]))
     assert inspect.signature(dl.sample).parameters["sampler"].default == "unipc"
