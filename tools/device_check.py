@@ -1,48 +1,70 @@
 """What only an accelerator can show about ddpm_lib, checked and measured in one short run (issue 19, item 15).
 
-    tools/device_check.sh                                   # on a GPU machine: every check, a few minutes
+    tools/device_check.sh                                   # on a GPU machine: every stage, at most 8 minutes
     python tools/device_check.py --device cpu --quick --out DIR   # the smoke test (tests/test_device_check.py)
 
-Checks, in order (each one's measurements go to OUT/device_check.json, written after every check):
+Stages, in order, the most informative first (each one's result and seconds go to OUT/device_check.json,
+written after every stage):
 
 =============  ===========================================================================
 env            device name, compute capability, torch / CUDA versions, native bf16, and
                the precision that mixed_precision="auto" picks
-precision      Trainer steps with mixed_precision auto / bf16 / fp16 (CUDA) / no: finite
-               losses, the precision used, steps per second
-layout         channels_last on and off: steps per second
-data           data_on_device on and off (a DataLoader): steps per second
 no_sync        CUDA: steps between two log steps run under torch.cuda.set_sync_debug_mode
-               ("warn"); an unconditional network must cause no host sync at all, a class-
-               conditional one is counted and reported (fp16 loss scaling syncs by design)
-bad_timestep   CUDA: an out-of-range timestep on the GPU still stops the program (async check)
+               ("warn"); unconditional and class-conditional networks in bf16 and fp32 must
+               cause no host sync at all (fp16 loss scaling syncs by design: counted only)
+device_asserts CUDA: an out-of-range timestep and an out-of-range class label on the GPU
+               still stop the program (asynchronous checks, no host sync)
 resume         a run with random flips, interrupted and resumed, against one that never was:
                bit for bit with deterministic algorithms (CUBLAS_WORKSPACE_CONFIG is set)
+precision      Trainer steps with mixed_precision auto / bf16 / fp16 (CUDA) / no: finite
+               losses, the precision used, steps per second
 samplers       dl.sample on the device with every sampler: finite, on the device, seconds
-benchmark      benchmarks/train.py --device DEVICE (needs diffusers; skipped, and said so,
-               without it)
+unit_tests     the unit tests (tests/) with DDPM_TEST_DEVICE=cuda (tests/conftest.py): the
+               Trainer, the CLI, dl.book and the tests that take the ``device`` fixture run
+               on the GPU; counts, failures, and how many tests allocated GPU memory
+notebooks      every chapter and the benchmarks page in the smoke profile (what make test
+               runs), on the GPU (dl.book.setup picks CUDA when there is one)
+benchmark      benchmarks/train.py --device DEVICE: plain loop vs Trainer fp32 vs Trainer
+               defaults (its JSON lands in OUT/benchmark/train.json)
+layout         channels_last on and off: steps per second
+data           data_on_device on and off (a DataLoader): steps per second
+chapter2_gpu   notebooks/02_training.ipynb in the gpu profile (the sizes a reader with a GPU
+               gets), given the time that is left: per-cell pass/fail and seconds
 =============  ===========================================================================
 
-A check that cannot run here (no CUDA, a package missing) is "skipped" with the reason. A
-check that fails is printed with its traceback, recorded as ``"ok": false`` and makes the
-script exit with status 1 after the other checks have run. Steps per second are measured
-after warm-up steps, with ``torch.cuda.synchronize()`` before each clock reading that ends a
-measurement; they are numbers of this device only (say which when you quote them).
+Time: ``--budget`` seconds in all (the shell script passes what is left of its 8 minutes). The
+stages that run another program (unit_tests, notebooks, benchmark, chapter2_gpu) are each boxed:
+at most their own limit and never so long that the later stages lose their minimum; a boxed run
+that runs out of time is interrupted (SIGINT, so pytest still writes what it finished) and
+recorded with ``"timed_out": true``. A stage that cannot run here (no CUDA, a package missing,
+no time left) is "skipped" with the reason. A stage that fails is recorded with ``"ok": false``
+(its output's tail in the JSON, the whole output in OUT/stages.log) and the others still run;
+the script then exits with status 1. Steps per second are measured after warm-up steps, with
+``torch.cuda.synchronize()`` before each clock reading that ends a measurement; they are numbers
+of this device only (say which when you quote them). ``--quick`` shrinks everything: the unit
+tests to one of them, the notebooks to collecting their cells without running them.
+Files written under OUT: device_check.json, stages.log, benchmark/train.json (and, from the shell
+script, device_check.log): within the device tool's 8 files that come back.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import platform
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
@@ -62,15 +84,19 @@ SIZES = {  # full: a GPU-sized step; quick: a smoke test of the script
 }
 
 
+GRACE_S = 25  # seconds from SIGINT to SIGKILL for a boxed stage out of time (device_check.sh allows for it)
+
+
 class Skip(Exception):
     """A check that cannot run on this machine (the reason is recorded)."""
 
 
 class Checks:
-    def __init__(self, device: torch.device, size: dict, out: Path):
-        self.device, self.size, self.out = device, size, out
+    def __init__(self, device: torch.device, size: dict, out: Path, quick: bool = False):
+        self.device, self.size, self.out, self.quick = device, size, out, quick
         self.work = Path(tempfile.mkdtemp(prefix="device-check-"))
         self.results: dict = {"device": str(device), "sizes": size, "checks": {}}
+        self.timeout = 60.0  # seconds the running boxed stage may take (main() sets it per stage)
 
     # ------------------------------------------------------------------ helpers
 
@@ -174,6 +200,7 @@ class Checks:
         for name, kw in [("unconditional_bf16", {"mixed_precision": "bf16"}),
                          ("unconditional_fp32", {"mixed_precision": "no"}),
                          ("class_conditional_bf16", {"mixed_precision": "bf16", "labels": True}),
+                         ("class_conditional_fp32", {"mixed_precision": "no", "labels": True}),
                          ("unconditional_fp16", {"mixed_precision": "fp16"})]:
             labels = kw.pop("labels", False)
 
@@ -190,25 +217,32 @@ class Checks:
             syncs = [str(w.message).splitlines()[0] for w in seen if "synchroniz" in str(w.message)]
             result.update(syncs_per_step=len(syncs) / (n - 2), first_sync=syncs[:1])
             out[name] = result
-        for name in ("unconditional_bf16", "unconditional_fp32"):
+        for name in ("unconditional_bf16", "unconditional_fp32", "class_conditional_bf16", "class_conditional_fp32"):
             if out[name]["syncs_per_step"]:
                 raise AssertionError(f"{name}: {out[name]['syncs_per_step']} host syncs per step: "
                                      f"{out[name]['first_sync']}")
         return out
 
-    def bad_timestep(self) -> dict:
+    def device_asserts(self) -> dict:
         if self.device.type != "cuda":
-            raise Skip("needs CUDA (the asynchronous range check of a GPU tensor)")
-        code = ("import torch, ddpm_lib as dl\n"
-                "s = dl.make_schedule('linear', num_timesteps=10).to('cuda')\n"
-                "s.alpha_bar(torch.tensor([3, 10], device='cuda'))\n"
-                "torch.cuda.synchronize()\n")
+            raise Skip("needs CUDA (the asynchronous range checks of GPU tensors)")
+        codes = {
+            "timestep": "s = dl.make_schedule('linear', num_timesteps=10).to('cuda')\n"
+                        "s.alpha_bar(torch.tensor([3, 10], device='cuda'))\n",
+            "class_label": "m = dl.UNet(image_size=8, channels=(8, 16), layers_per_level=1, "
+                           "attention_resolutions=(), num_classes=3).cuda()\n"
+                           "m(torch.zeros(2, 1, 8, 8, device='cuda'), torch.zeros(2, device='cuda'), "
+                           "class_labels=torch.tensor([0, 4], device='cuda'))\n",
+        }
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env,
-                             check=False)
-        if run.returncode == 0:
-            raise AssertionError("an out-of-range timestep on the GPU went unnoticed")
-        return {"returncode": run.returncode, "stderr_tail": run.stderr.strip().splitlines()[-3:]}
+        out = {}
+        for what, code in codes.items():
+            run = subprocess.run([sys.executable, "-c", f"import torch, ddpm_lib as dl\n{code}torch.cuda.synchronize()\n"],
+                                 capture_output=True, text=True, timeout=180, env=env, check=False)
+            if run.returncode == 0:
+                raise AssertionError(f"an out-of-range {what} on the GPU went unnoticed")
+            out[what] = {"returncode": run.returncode, "stderr_tail": run.stderr.strip().splitlines()[-3:]}
+        return out
 
     def resume(self) -> dict:
         n = self.size["steps"]
@@ -272,25 +306,201 @@ class Checks:
         return out
 
     def benchmark(self) -> dict:
-        try:
-            import diffusers  # noqa: F401
-        except ImportError as e:
-            raise Skip(f"benchmarks/train.py needs diffusers ({e}); carry its wheel (see tools/device_check.sh)")
+        if importlib.util.find_spec("diffusers") is None:
+            raise Skip("benchmarks/train.py needs diffusers; carry its wheel (tools/device_check.sh --fetch-wheels)")
         folder = self.out / "benchmark"
-        args = ["--quick"] if self.size is SIZES["quick"] else ["--steps", "20", "--warmup", "5", "--rounds", "2"]
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--device", self.device.type, *args,
-               "--out", str(folder), "--note", "tools/device_check.py"]
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=420, env=env, check=False)
-        if run.returncode != 0:
-            raise AssertionError(f"benchmarks/train.py failed ({run.returncode}):\n{run.stderr[-3000:]}")
-        result = json.loads((folder / "train.json").read_text())
-        return {k: result[k] for k in ("device", "precision", "ms_per_step", "images_per_sec") if k in result}
+        args = ["--quick"] if self.quick else ["--steps", "20", "--warmup", "5", "--rounds", "2"]
+        result = self.boxed("benchmark", [sys.executable, str(ROOT / "benchmarks" / "train.py"), "--device",
+                                          self.device.type, *args, "--out", str(folder), "--note",
+                                          "tools/device_check.py"], junit=False)
+        if (folder / "train.json").is_file():
+            measured = json.loads((folder / "train.json").read_text())
+            result.update({k: measured[k] for k in ("device", "device_name", "synchronized", "ran_on", "precision",
+                                                    "ms_per_step", "images_per_sec", "speedup_vs_plain",
+                                                    "target", "target_met") if k in measured})
+        return result
+
+    # ------------------------------------------------------------------ stages that run another program
+
+    def boxed(self, name: str, cmd: list[str], env: dict | None = None, junit: bool = True) -> dict:
+        """Run ``cmd`` (pytest when ``junit``) for at most ``self.timeout`` seconds; what it did.
+
+        Its output goes to OUT/stages.log (and its tail into the result when it fails). At the time
+        limit the program's whole process group gets SIGINT (pytest then still writes its junit
+        report and summary), and SIGKILL GRACE_S seconds later if it is still there.
+        """
+        report = self.work / f"{name}.xml"
+        if junit:
+            cmd = [*cmd, f"--junitxml={report}"]
+        settings = {"MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **settings}
+        timeout = max(1.0, self.timeout)
+        log = self.work / f"{name}.log"
+        began = time.perf_counter()
+        with open(log, "w") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                    start_new_session=True)
+            timed_out = False
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _signal_group(proc.pid, signal.SIGINT)
+                try:
+                    rc = proc.wait(timeout=GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    rc = proc.wait()
+            _signal_group(proc.pid, signal.SIGKILL)  # what it left behind (a notebook kernel, a worker)
+        text = log.read_text(errors="replace")
+        with open(self.out / "stages.log", "a") as f:
+            f.write(f"\n===== {name}: {' '.join(settings_line(settings))} {' '.join(cmd)}\n"
+                    f"===== limit {timeout:.0f} s, returncode {rc}"
+                    f"{', TIMED OUT' if timed_out else ''}\n{text}")
+        result = {"ok": rc == 0 and not timed_out, "returncode": rc, "timed_out": timed_out,
+                  "limit_s": round(timeout, 1), "run_s": round(time.perf_counter() - began, 2),
+                  "command": " ".join(str(c) for c in cmd), "env": settings}
+        if junit:
+            result.update(read_junit(report))
+            collected = re.findall(r"(\d+) tests? collected", text)
+            if collected:
+                result["collected"] = int(collected[-1])
+        if not result["ok"]:
+            result["output_tail"] = text.splitlines()[-40:]
+        return result
+
+    def pytest_cmd(self, *args: str, workers: int = 1) -> list[str]:
+        cmd = [sys.executable, "-m", "pytest", *args, "-o", "addopts=", "-p", "no:cacheprovider", "-q", "-rfE"]
+        if workers > 1 and importlib.util.find_spec("xdist") is not None:
+            cmd += ["-n", str(workers), "--dist", "loadfile"]  # a file's tests (a notebook's cells) on one worker
+        return cmd
+
+    def threads(self, workers: int) -> str:
+        return str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+
+    def unit_tests(self) -> dict:
+        env = {"DDPM_TEST_DEVICE": self.device.type, "DDPM_BOOK_PROFILE": "smoke"}
+        if self.quick:  # one test: the stage's own machinery, not the suite (the suite runs this script)
+            cmd = self.pytest_cmd("tests/test_models.py", "-k", "waits_for_nothing")
+            return self.boxed("unit_tests", cmd, {**env, "OMP_NUM_THREADS": "1"})
+        workers = max(1, min(14, (os.cpu_count() or 2) - 2))
+        return self.boxed("unit_tests", self.pytest_cmd("tests", workers=workers),
+                          {**env, "OMP_NUM_THREADS": self.threads(workers)})
+
+    def notebooks(self) -> dict:
+        pages = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+        pages.append("book/benchmarks.ipynb")
+        nbval = ["--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=300"]
+        if self.quick:
+            return self.boxed("notebooks", self.pytest_cmd(*pages, *nbval, "--collect-only"),
+                              {"DDPM_BOOK_PROFILE": "smoke"})
+        workers = max(1, min(len(pages), (os.cpu_count() or 2) - 2))
+        result = self.boxed("notebooks", self.pytest_cmd(*pages, *nbval, workers=workers),
+                            {"DDPM_BOOK_PROFILE": "smoke", "OMP_NUM_THREADS": self.threads(workers)})
+        result["not_run"] = [p for p in pages if not any(Path(p).stem in f for f in result.get("files", {}))]
+        if result["not_run"]:
+            result["ok"] = False
+        return result
+
+    def chapter2_gpu(self) -> dict:
+        nb = "notebooks/02_training.ipynb"
+        nbval = ["--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={int(self.timeout)}"]
+        if self.quick:
+            return self.boxed("chapter2_gpu", self.pytest_cmd(nb, *nbval, "--collect-only"),
+                              {"DDPM_BOOK_PROFILE": "gpu"})
+        result = self.boxed("chapter2_gpu", self.pytest_cmd(nb, *nbval), {"DDPM_BOOK_PROFILE": "gpu"})
+        g = dl.book.SIZES[2]["gpu"]
+        result["note"] = (f"no Hub there: {g['dataset']} cannot load, so the chapter falls back (and prints so) to "
+                          f"the embedded MNIST digits at the gpu profile's sizes ({g['image_size']} px, "
+                          f"{g['channels']} channels, {g['train_steps']} steps per training loop)")
+        return result
 
 
-CHECKS = {"env": Checks.env, "precision": Checks.precision, "layout": Checks.layout, "data": Checks.data_placement,
-          "no_sync": Checks.no_sync, "bad_timestep": Checks.bad_timestep, "resume": Checks.resume,
-          "samplers": Checks.samplers, "benchmark": Checks.benchmark}
+def settings_line(settings: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in settings.items()]
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _short(message: str) -> str:
+    """A failure message without colour codes, its start and its end (where a traceback says what failed)."""
+    text = " ".join(re.sub(r"(#x1B|\x1b)\[[0-9;]*m", "", message).split())
+    return text if len(text) <= 700 else f"{text[:200]} ... {text[-480:]}"
+
+
+def _file_of(classname: str) -> str:
+    """The test file of a junit classname: tests.test_x(.TestClass) -> tests/test_x.py; a notebook's stays."""
+    parts = classname.split(".")
+    for n in range(len(parts), 0, -1):
+        if not all(parts[:n]):
+            continue
+        for candidate in (Path(*parts[:n]).with_suffix(".py"), Path(".".join(parts[:n]).replace(".", "/", max(0, n - 2)))):
+            if (ROOT / candidate).is_file():
+                return str(candidate)
+    return classname
+
+
+def read_junit(path: Path) -> dict:
+    """Counts, failures, slowest tests, tests per file and GPU use from a pytest junit report."""
+    if not path.is_file():
+        return {"junit": "no report written"}
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        return {"junit": f"unreadable report: {e}"}
+    counts = {"tests": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0, "interrupted": 0}
+    failures, times, files, cuda = [], [], {}, 0
+    for case in root.iter("testcase"):
+        if not case.get("name"):  # the test running when the time limit stopped pytest
+            counts["interrupted"] += 1
+            continue
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        seconds = float(case.get("time") or 0)
+        counts["tests"] += 1
+        outcome = "passed"
+        for tag, key in (("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
+            found = case.find(tag)
+            if found is not None:
+                outcome = key
+                if key != "skipped":
+                    failures.append({"test": name, "message": _short(found.get("message") or found.text or "")})
+                break
+        counts[outcome] += 1
+        times.append((seconds, name))
+        file = _file_of(case.get("classname", ""))
+        entry = files.setdefault(file, {"tests": 0, "not_passed": 0, "seconds": 0.0})
+        entry["tests"] += 1
+        entry["not_passed"] += outcome in ("failed", "errors")
+        entry["seconds"] = round(entry["seconds"] + seconds, 2)
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        cuda += int(float(props.get("cuda_bytes") or 0) > 0)
+    times.sort(reverse=True)
+    return {**counts, "tests_that_used_the_gpu": cuda, "failures": failures[:40],
+            "slowest": [{"test": n, "seconds": round(s, 2)} for s, n in times[:8]], "files": files}
+
+
+# name: (method, its own time limit in seconds or None (runs in this process, unboxed), the seconds kept for it
+# while earlier stages run). The limits add up to about 7 minutes on one H100; chapter2_gpu gets what is left.
+STAGES = {
+    "env": (Checks.env, None, 5),
+    "no_sync": (Checks.no_sync, None, 20),
+    "device_asserts": (Checks.device_asserts, None, 10),
+    "resume": (Checks.resume, None, 10),
+    "precision": (Checks.precision, None, 15),
+    "samplers": (Checks.samplers, None, 10),
+    "unit_tests": (Checks.unit_tests, 150, 60),
+    "notebooks": (Checks.notebooks, 120, 60),
+    "benchmark": (Checks.benchmark, 90, 40),
+    "layout": (Checks.layout, None, 10),
+    "data": (Checks.data_placement, None, 10),
+    "chapter2_gpu": (Checks.chapter2_gpu, 600, 45),
+}
+CHECKS = {name: stage[0] for name, stage in STAGES.items()}  # what a test may replace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,22 +508,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "runs" / "device_check")))
-    parser.add_argument("--skip", nargs="*", default=[], choices=sorted(CHECKS), help="checks not to run")
+    parser.add_argument("--skip", nargs="*", default=[], choices=sorted(CHECKS), help="stages not to run")
+    parser.add_argument("--budget", type=float, default=450.0,
+                        help="seconds for all stages together (default 450: 8 minutes with the set-up)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device here (run with --device cpu for a smoke test)")
     args.out.mkdir(parents=True, exist_ok=True)
-    checks = Checks(device, SIZES["quick" if args.quick else "full"], args.out)
+    checks = Checks(device, SIZES["quick" if args.quick else "full"], args.out, quick=args.quick)
     results = checks.results
-    results.update(quick=args.quick, started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    results.update(quick=args.quick, budget_s=args.budget,
+                   started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    (args.out / "stages.log").write_text("")
     began = time.perf_counter()
-    for name, fn in CHECKS.items():
+    deadline = began + args.budget
+    names = list(STAGES)
+    for i, name in enumerate(names):
+        fn, limit, keep = CHECKS[name], STAGES[name][1], STAGES[name][2]
         t0 = time.perf_counter()
+        later = sum(STAGES[n][2] for n in names[i + 1:] if n not in args.skip)
+        allowed = deadline - t0 - later  # what this stage may use and leave the later ones their minimum
         if name in args.skip:
             entry = {"ok": None, "skipped": "--skip"}
+        elif allowed < keep:
+            entry = {"ok": None, "skipped": f"out of time: {max(0.0, allowed):.0f} s left of the {args.budget:.0f} s "
+                                            f"budget for it (it needs {keep} s)"}
         else:
-            print(f"[device_check] {name} ...", flush=True)
+            checks.timeout = min(limit, allowed) if limit is not None else allowed
+            print(f"[device_check] {name} ..." + (f" (at most {checks.timeout:.0f} s)" if limit else ""),
+                  flush=True)
             try:
                 entry = {"ok": True, **fn(checks)}
             except Skip as e:
@@ -330,8 +554,14 @@ def main(argv: list[str] | None = None) -> int:
         results["seconds"] = round(time.perf_counter() - began, 2)
         (args.out / "device_check.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
         state = "ok" if entry["ok"] else "SKIPPED" if entry["ok"] is None else "FAILED"
-        print(f"[device_check] {name}: {state} ({entry['seconds']} s)"
+        numbers = [f"{entry[k]} {k}" for k in ("tests", "passed", "failed", "errors", "skipped", "interrupted")
+                   if isinstance(entry.get(k), int) and entry[k]]
+        counts = ", ".join(numbers + (["TIMED OUT"] if entry.get("timed_out") else []))
+        print(f"[device_check] {name}: {state} ({entry['seconds']} s)" + (f" - {counts}" if counts else "")
               + (f" - {entry.get('skipped')}" if entry["ok"] is None else ""), flush=True)
+        if entry["ok"] is False and entry.get("output_tail"):
+            print("\n".join(entry["output_tail"][-15:]), flush=True)
+    shutil.rmtree(checks.work, ignore_errors=True)
     failed = [n for n, e in results["checks"].items() if e["ok"] is False]
     print(f"[device_check] wrote {args.out / 'device_check.json'}; "
           + (f"FAILED: {', '.join(failed)}" if failed else "no check failed"), flush=True)
