@@ -3,6 +3,10 @@
     python benchmarks/quality.py                 # 15 minutes per recipe, then scoring (about 35 minutes)
     python benchmarks/quality.py --minutes 5     # a shorter budget
     python benchmarks/quality.py --levers 4      # also: each lever changed alone, 4 minutes each
+    python benchmarks/quality.py --levers 5 --levers-only --only "batch size" preset
+                                                 # only these levers and the preset itself, 5 minutes
+                                                 # each; the recipe comparison in the file is kept
+    python benchmarks/quality.py --threads 1     # one torch thread (recorded in the results)
     python benchmarks/quality.py --quick         # a smoke test of the script (seconds; not a measurement)
 
 Both recipes train on the 4,000 training digits of ``mnist-5k`` with ``dl.Trainer``
@@ -28,7 +32,9 @@ they are scored with the shipped MNIST classifier (``pretrained/mnist-classifier
 
 ``--levers M`` trains the preset again with one setting changed at a time, M minutes
 each, and scores the end of each run; the sampler levers re-score the final preset
-snapshot (no training). Writes benchmarks/results/quality.json and quality.png.
+snapshot (no training). Lever rows measured earlier stay in the file unless the same
+lever, setting and recipe is measured again (each row records its recipe, minutes,
+steps, threads and date). Writes benchmarks/results/quality.json and quality.png.
 """
 
 from __future__ import annotations
@@ -88,7 +94,8 @@ PLAIN = dl.Preset(
 # chapter 2 builds its scheduler with DDPMScheduler(beta_start=0.001, beta_end=0.02)
 PLAIN_SCHEDULE = {"name": "linear", "beta_start": 0.001, "beta_end": 0.02}
 
-# One change at a time from the preset: (lever, setting, what changes in the Preset).
+# One change at a time from the preset: (lever, setting, what changes in the Preset). Each row of the
+# results also records the whole recipe it trained ("recipe"), as the preset changed along the way.
 LEVERS = [
     (
         "image size",
@@ -97,18 +104,25 @@ LEVERS = [
     ),
     ("precision", "fp32 (no bf16 autocast)", {"train": {"mixed_precision": "no"}}),
     ("learning rate", "1e-3", {"train": {"lr": 1e-3}}),
+    ("learning rate", "4e-3", {"train": {"lr": 4e-3}}),
     ("EMA decay", "0.999", {"train": {"ema_decay": 0.999}}),
     ("target", "eps, linear schedule", {"train": {"prediction": "eps", "schedule": "linear"}}),
     ("target", "eps, cosine schedule", {"train": {"prediction": "eps"}}),
+    ("target", "EDM preconditioning, log-normal sigma", {"train": {"prediction": "edm"}}),
     ("loss weighting", "min-SNR-5", {"train": {"weighting": "min_snr"}}),
+    ("attention", "at the lowest level (the earlier preset)", {"model": {"attention_blocks": 1}}),
+    ("network", "2 layers per block", {"model": {"layers_per_block": 2}}),
     ("network", "channels 32, 64, 64", {"model": {"block_out_channels": (32, 64, 64)}}),
+    ("network", "channels 32, 64, 128", {"model": {"block_out_channels": (32, 64, 128)}}),
+    ("dropout", "0.1", {"model": {"dropout": 0.1}}),
+    ("batch size", "32", {"train": {"batch_size": 32}}),
     ("batch size", "128", {"train": {"batch_size": 128}}),
 ]
 SAMPLER_LEVERS = [  # re-scoring the final preset snapshot
-    ("sampler", "dpmpp_2m, 10 steps", {"steps": 10}),
     ("sampler", "dpmpp_2m, 50 steps", {"steps": 50}),
-    ("sampler", "ddim, 20 steps", {"sampler": "ddim"}),
     ("sampler", "dpmpp_2m, 20 steps, x0 clipped to [-1, 1]", {"clip_x0": 1.0}),
+    ("sampler", "ddpm (ancestral), 100 steps", {"sampler": "ddpm", "steps": 100}),
+    ("sampler", "pc (Langevin corrector), 25 steps", {"sampler": "pc", "steps": 25}),
 ]
 
 
@@ -234,6 +248,71 @@ def run_recipe(
     }
 
 
+RECIPE_FIELDS = ("batch_size", "lr", "warmup_steps", "schedule", "prediction", "weighting", "ema_decay")
+
+
+def recipe_of(preset: dl.Preset) -> str:
+    """What a lever row trained, in one line (the network and the main training fields)."""
+    m = preset.model
+    net = "-".join(str(c) for c in m["block_out_channels"])
+    net += f", {m['layers_per_block']} per level, attention at {m['attention_blocks']} level(s)"
+    if m.get("dropout"):
+        net += f", dropout {m['dropout']}"
+    train = ", ".join(f"{k} {preset.train[k]}" for k in RECIPE_FIELDS if k in preset.train)
+    return f"{m['image_size']} px; {net}; {train}"
+
+
+def lever_row(
+    lever: str, setting: str, score: dict, snap: dict | None, note: str, threads: int, recipe: str
+) -> dict:
+    row = {"lever": lever, "setting": setting, "recipe": recipe, **score}
+    if snap is not None:
+        row.update(minutes=snap["minutes"], steps=snap["steps"], images_seen=snap["images_seen"])
+    row.update(threads=threads, date=now(), note=note)
+    return row
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def merge_levers(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` with each row of the same lever, setting, recipe and kind (trained or re-sampled) replaced."""
+
+    def key(r: dict) -> tuple:
+        return r["lever"], r["setting"], r.get("recipe"), "steps" in r
+
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + new
+
+
+def run_levers(
+    minutes: float, only: list[str], scorer: Scorer, work: Path, threads: int, write
+) -> list[dict]:
+    """Train the preset and each chosen lever for ``minutes``; score the end of each run."""
+    preset, rows = dl.PRESETS["mnist"], []
+    chosen = [
+        lv
+        for lv in [("(the preset itself)", "", {}), *LEVERS]
+        if not only or any(o.lower() in f"{lv[0]}: {lv[1]}".lower() for o in only)
+    ]
+    for lever, setting, change in chosen:
+        p = changed(preset, change)
+        tr, snaps = train(p, minutes, work / f"lever-{len(rows)}", fractions=(1.0,))
+        snap = snaps[-1]
+        score = scorer.score(snap.pop("ema"), tr.schedule, p)
+        rows.append(
+            lever_row(lever, setting, score, snap, f"{minutes:g} min of training", threads, recipe_of(p))
+        )
+        print(
+            f"lever {lever} = {setting or 'preset'}: {100 * score['recognised']:.1f} % recognised, "
+            f"balance {score['class_balance']:.3f}, FD {score['fd']:.1f} ({snap['steps']} steps)",
+            flush=True,
+        )
+        write(rows)  # after each run: a long screen keeps what it has measured
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget per recipe (default 15)")
@@ -244,20 +323,49 @@ def main(argv: list[str] | None = None) -> int:
         metavar="M",
         help="also train each lever for M minutes (default: 0, no levers)",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="TEXT",
+        help="with --levers: only the levers whose 'lever: setting' contains one of these texts "
+        "('preset' for the preset itself)",
+    )
+    parser.add_argument(
+        "--levers-only", action="store_true", help="run the levers alone (no recipe comparison)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's own choice); recorded in the results",
+    )
+    parser.add_argument(
+        "--conditions", default="", help="what else ran on the machine meanwhile (recorded in the results)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: 0.1 minute per run, 50 samples")
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder for quality.json / .png")
     args = parser.parse_args(argv)
     if not args.minutes > 0:
         parser.error(f"--minutes must be positive; got {args.minutes}")
+    if args.levers < 0 or (args.levers_only and not args.levers > 0):
+        parser.error(f"--levers must be a positive number of minutes with --levers-only; got {args.levers}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
     minutes = 0.1 if args.quick else args.minutes
     lever_minutes = (0.05 if args.levers else 0) if args.quick else args.levers
     n = 50 if args.quick else NUM_SAMPLES
+    path = args.out / "quality.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
     scorer = Scorer(n)
-    began = datetime.datetime.now(datetime.timezone.utc)
     results = {
         "machine": machine(),
         "torch": torch.__version__,
-        "date": began.isoformat(timespec="seconds"),
+        "threads": threads,
+        "date": now(),
         "quick": args.quick,
         "minutes": minutes,
         "num_samples": n,
@@ -265,66 +373,52 @@ def main(argv: list[str] | None = None) -> int:
         "recipes": {},
         "levers": [],
     }
+    if args.conditions:
+        results["conditions"] = args.conditions
+    if args.levers_only:  # keep the recipe comparison already in the file; replace the levers run now
+        results = {**results, **{k: v for k, v in old.items() if k not in ("levers", "conditions")}}
+        results["threads"] = old.get("threads")  # that of the recipe comparison, not of these levers
+        if old.get("conditions"):
+            results["conditions"] = old["conditions"]
+        if args.conditions:
+            results["lever_conditions"] = args.conditions
+    # trained lever rows measured earlier stay (each row carries its own date, minutes and threads)
+    kept = [r for r in old.get("levers", []) if "steps" in r] if not old.get("quick", True) else []
+    results["levers"] = kept
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def write(rows: list[dict]) -> None:
+        out = {**results, "levers": merge_levers(results["levers"], rows)}
+        for r in out["recipes"].values():
+            r.pop("_final", None)
+        path.write_text(json.dumps(out, indent=1) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         work = Path(tmp)
-        plain_schedule = dl.make_schedule(**PLAIN_SCHEDULE)
-        fractions = (0.5, 1.0) if args.quick else FRACTIONS
-        results["recipes"]["plain"] = run_recipe(
-            "plain", PLAIN, minutes, scorer, work, schedule=plain_schedule, fractions=fractions
-        )
-        results["recipes"]["mnist"] = run_recipe(
-            "mnist", dl.PRESETS["mnist"], minutes, scorer, work, fractions=fractions
-        )
-        final_model, final_schedule = results["recipes"]["mnist"]["_final"]
-        for lever, setting, change in SAMPLER_LEVERS[:1] if args.quick else SAMPLER_LEVERS:
-            score = scorer.score(final_model, final_schedule, dl.PRESETS["mnist"], change)
-            results["levers"].append(
-                {
-                    "lever": lever,
-                    "setting": setting,
-                    **score,
-                    "note": f"the final preset model re-sampled ({minutes:g} min of training)",
-                }
+        if not args.levers_only:
+            plain_schedule = dl.make_schedule(**PLAIN_SCHEDULE)
+            fractions = (0.5, 1.0) if args.quick else FRACTIONS
+            results["recipes"]["plain"] = run_recipe(
+                "plain", PLAIN, minutes, scorer, work, schedule=plain_schedule, fractions=fractions
             )
+            results["recipes"]["mnist"] = run_recipe(
+                "mnist", dl.PRESETS["mnist"], minutes, scorer, work, fractions=fractions
+            )
+            final_model, final_schedule = results["recipes"]["mnist"].pop("_final")
+            rows = []
+            for lever, setting, change in SAMPLER_LEVERS[:1] if args.quick else SAMPLER_LEVERS:
+                score = scorer.score(final_model, final_schedule, dl.PRESETS["mnist"], change)
+                note = f"the final preset model re-sampled ({minutes:g} min of training)"
+                rows.append(lever_row(lever, setting, score, None, note, threads, recipe_of(dl.PRESETS["mnist"])))
+            results["levers"] = merge_levers([r for r in results["levers"] if "steps" in r], rows)
+            write([])
         if lever_minutes:
-            preset = dl.PRESETS["mnist"]
-            tr, snaps = train(preset, lever_minutes, work / "lever-base", fractions=(1.0,))
-            base = scorer.score(snaps[-1]["ema"], tr.schedule, preset)
-            results["levers"].append(
-                {
-                    "lever": "(the preset itself)",
-                    "setting": "",
-                    **base,
-                    "steps": snaps[-1]["steps"],
-                    "note": f"{lever_minutes:g} min of training",
-                }
-            )
-            for lever, setting, change in LEVERS:
-                p = changed(preset, change)
-                tr, snaps = train(
-                    p, lever_minutes, work / f"lever-{len(results['levers'])}", fractions=(1.0,)
-                )
-                score = scorer.score(snaps[-1]["ema"], tr.schedule, p)
-                results["levers"].append(
-                    {
-                        "lever": lever,
-                        "setting": setting,
-                        **score,
-                        "steps": snaps[-1]["steps"],
-                        "note": f"{lever_minutes:g} min of training",
-                    }
-                )
-                print(
-                    f"lever {lever} = {setting}: {100 * score['recognised']:.1f} % recognised, "
-                    f"FD {score['fd']:.1f} ({snaps[-1]['steps']} steps)",
-                    flush=True,
-                )
-    for r in results["recipes"].values():
-        r.pop("_final")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.json").write_text(json.dumps(results, indent=1) + "\n")
-    plot(results, args.out / "quality.png")
-    print(f"wrote {args.out / 'quality.json'} and quality.png")
+            rows = run_levers(lever_minutes, args.only, scorer, work, threads, write)
+            results["levers"] = merge_levers(results["levers"], rows)
+    write([])
+    if results["recipes"]:
+        plot(results, args.out / "quality.png")
+    print(f"wrote {path}" + (" and quality.png" if results["recipes"] else ""))
     return 0
 
 
