@@ -21,6 +21,7 @@ EXPECTED = {
     "ConsistencyConfig", "ConsistencyModel", "consistency_scalings", "distill_consistency", "DistillationResult",
     "ode_step", "sample_consistency",
     "BasicUNet", "CheckpointError", "ClassBalance", "DEFAULT_CLIP_X0", "DEFAULT_SPACING", "DataReport",
+    "GUIDED_DEFAULTS",
     "DatasetUnavailableError", "DiT", "EDMDenoiser", "EMA", "ExactDenoiser", "GaussianMixture",
     "ImageDataset", "InceptionUnavailableError", "MIXTURES_2D", "MNISTClassifier", "MODELS",
     "MetricResult", "NoiseLevels", "NoiseSchedule", "NonFiniteLossError", "PREDICTIONS", "Pretrained",
