@@ -399,6 +399,9 @@ REAL_OURS = {
     "unipc[trailing](order=1,final_order=1)": ("unipc", "trailing", {"order": 1, "final_order": 1}),
     "unipc[trailing](final_order=1,clip_x0=1)": ("unipc", "trailing", {"final_order": 1, "clip_x0": 1.0}),
     "ddim[trailing](clip_x0=1)": ("ddim", "trailing", {"clip_x0": 1.0}),
+    # diffusers' Euler with Karras sigmas on the shipped config starts at sigma = 3.12 (its leading t = 800)
+    "euler[karras(sigma_max=3.12)]": ("euler", "karras", {"sigma_max": 3.1204}),
+    "unipc[karras(sigma_max=3.12)](final_order=1)": ("unipc", "karras", {"sigma_max": 3.1204, "final_order": 1}),
     "euler_ancestral[edm]": ("euler_ancestral", "edm", {}),
     "euler_ancestral[karras]": ("euler_ancestral", "karras", {}),
     "unipc[log_snr(sigma_max=80)]": ("unipc", "log_snr", {"sigma_max": 80.0}),

@@ -784,10 +784,12 @@ DEFAULT_SPACING: dict[str, str] = {
 # to decide, and returns the one-step guided x0_hat (FD 236 against 28.6 on "trailing"). The guided
 # x0_hat overshoots the data range at high noise (|x0_hat| up to ~3.6 at w = 3), and UniPC's
 # second-order last step carries the corrector's shift from the long first step into the sample
-# (FD 54 against 28.6 with a first-order last step at 5 NFE; equal at 10). "trailing" with a
-# first-order last step is diffusers' UniPC on its trailing grid; unguided, "edm" stays better.
+# (FD 54 against 28.6 with a first-order last step at 5 NFE; equal at 10). Order 1 (DDIM's step with
+# UniPC's corrector) beat order 2 at NFE 10 and 20 on each of 3 seeds (10.7 vs 11.0, 11.6 vs 11.7); at
+# NFE 5 they are the same update. Order 2 there is exactly diffusers' UniPC on its trailing grid.
+# Unguided, "edm" and order 2 stay better.
 GUIDED_DEFAULTS: dict[str, dict] = {
-    "unipc": {"spacing": "trailing", "final_order": 1},
+    "unipc": {"spacing": "trailing", "order": 1, "final_order": 1},
 }
 
 
@@ -867,8 +869,8 @@ def sample(
         spacing: "trailing" | "leading" | "linspace" | "karras" | "edm" | "log_snr" | "focused" |
             "angle", or an explicit decreasing list of timesteps; None picks
             ``DEFAULT_SPACING[sampler]``, or with guidance ``GUIDED_DEFAULTS[sampler]``'s (see
-            ``default_settings``: the default unipc uses "trailing" and a first-order last step
-            when ``guidance_scale`` != 1).
+            ``default_settings``: the default unipc uses "trailing", order 1 and a first-order
+            last step when ``guidance_scale`` != 1).
         x_T: standard-normal starting noise (shape); drawn with ``generator`` when None.
             It is scaled to the first noise level by the sampler (× √(a² + s²), i.e. unchanged
             for a variance-preserving schedule), so samplers compared from the same x_T
@@ -878,7 +880,11 @@ def sample(
         eta: noise of "ddim" (0: deterministic) and "euler_ancestral" (default 1).
         guidance_scale, null_class: classifier-free guidance with weight w; the model's
             unconditional class index is ``null_class`` (default: the model's own, see
-            ``modelcall.null_class_of``).
+            ``modelcall.null_class_of``). With guidance the default sampler's settings change
+            (``GUIDED_DEFAULTS``); for images in [-1, 1] also pass ``clip_x0=1.0``: guided x0_hat
+            overshoots the data range at high noise, and on the shipped guided model (w = 3)
+            clipping it improved the FD at NFE 10 and 20 (UniPC of order 2: 9.3 and 9.0 against
+            11.0 and 11.7, 3 seeds) but not at NFE 5 (38 against 29; benchmarks/samplers.py).
         clip_x0: None, a number c (clip x0_hat to [-c, c]) or "dynamic" (Saharia et al. 2022);
             the default ``DEFAULT_CLIP_X0`` (None) is the same for ``Trainer.sample`` and the CLI.
         callback: called as ``callback(i, t, x_t, x0_hat)`` once per step.
