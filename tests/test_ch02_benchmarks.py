@@ -37,10 +37,19 @@ def test_shipped_train_results_are_like_for_like_and_consistent():
 
 
 def test_shipped_ema_results():
-    run = json.loads((RESULTS / "ema.json").read_text())
-    assert not run["quick"], "the shipped ema.json is a --quick run, not a measurement"
-    steps = [p["step"] for p in run["points"]]
-    assert steps == sorted(steps) and len(steps) >= 2
-    for p in run["points"]:
-        assert p["raw_minus_ema"] == pytest.approx(p["raw"] - p["ema"], abs=2e-5)
-        assert p["standard_error"] > 0
+    paths = sorted(RESULTS.glob("ema*.json"))
+    runs = [json.loads(path.read_text()) for path in paths]
+    seeds = [run["settings"]["seed"] for run in runs]
+    assert len(set(seeds)) == len(runs) >= 3, f"expected three different seeds, got {seeds}"
+    for path, run in zip(paths, runs):
+        seed = run["settings"]["seed"]
+        assert path.name == ("ema.json" if seed == 0 else f"ema_seed{seed}.json"), path.name
+        assert not run["quick"], f"the shipped {path.name} is a --quick run, not a measurement"
+        others = {k: v for k, v in run["settings"].items() if k != "seed"}
+        assert others == {k: v for k, v in runs[0]["settings"].items() if k != "seed"}, (
+            f"{path.name} was run with other settings than {paths[0].name}")
+        steps = [p["step"] for p in run["points"]]
+        assert steps == sorted(steps) and len(steps) >= 2
+        for p in run["points"]:
+            assert p["raw_minus_ema"] == pytest.approx(p["raw"] - p["ema"], abs=2e-5)
+            assert p["standard_error"] > 0
