@@ -38,6 +38,8 @@ import os
 import random
 import re
 import socket
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -285,18 +287,27 @@ def check_resume(path: Path, state: dict[str, Any], config: dict[str, Any], mode
 # --------------------------------------------------------------------------- the run lock
 
 
+# The lock's heartbeat: its holder refreshes the file's time every HEARTBEAT_SECONDS; a lock of
+# another host that has not been refreshed for STALE_AFTER_SECONDS belongs to a run that is gone.
+HEARTBEAT_SECONDS = 60.0
+STALE_AFTER_SECONDS = 600.0
+
+
 class RunLock:
     """``out_dir/.lock`` holds "host pid" while a run trains there, so that a second run cannot clobber it.
 
     The file is created atomically (``O_CREAT | O_EXCL``): of two runs starting at once,
-    one gets the lock and the other a ``FileExistsError``. A lock left on this host by a
-    process that no longer exists (e.g. after kill -9) is taken over. A lock written on
-    another host (a shared file system) is never judged from here, since its process
-    cannot be seen: the error says which host and how to remove the lock once that run
-    is known to be over.
+    one gets the lock and the other a ``FileExistsError``. While the run lasts, a
+    background thread refreshes the file's modification time every ``heartbeat`` seconds.
+    A lock is taken over when its run is known to be gone: on this host, when its process
+    no longer exists (e.g. after kill -9); written on another host (a shared file system:
+    a Colab runtime that disconnected left it on Google Drive, and the new runtime is
+    another machine), when it has not been refreshed for ``STALE_AFTER_SECONDS``, since
+    that process cannot be seen from here. Until then the error says which host holds it,
+    how old it is, and when it will be taken over.
     """
 
-    def __init__(self, out_dir: str | os.PathLike):
+    def __init__(self, out_dir: str | os.PathLike, heartbeat: float = HEARTBEAT_SECONDS):
         self.path = Path(out_dir) / ".lock"
         self.host = socket.gethostname()
         self.owner = f"{self.host} {os.getpid()}"
@@ -309,7 +320,16 @@ class RunLock:
                 raise FileExistsError(self._busy_message()) from None
             with os.fdopen(fd, "w") as f:
                 f.write(self.owner)
-            return
+            break
+        self._stopped = threading.Event()
+        self._beat = threading.Thread(target=self._refresh, args=(heartbeat,), daemon=True,
+                                      name="ddpm_lib-run-lock")
+        self._beat.start()
+
+    def _refresh(self, every: float) -> None:
+        while not self._stopped.wait(every):
+            with contextlib.suppress(OSError):  # a flaky network file system: try again next time
+                os.utime(self.path)
 
     def _take_over_stale(self) -> bool:
         """Remove a stale lock; False when the lock is not stale (or another run took it over first).
@@ -344,10 +364,21 @@ class RunLock:
         host, _, pid = self._text(path).partition(" ")
         return host, int(pid) if pid.strip().isdigit() else None
 
+    def _age(self) -> float:
+        """Seconds since the lock was written or last refreshed (0 when it cannot be read)."""
+        try:
+            return max(0.0, time.time() - self.path.stat().st_mtime)
+        except OSError:
+            return 0.0
+
     def _stale(self, holder: tuple[str, int | None]) -> bool:
-        """True only for a lock of this host whose process is gone (or is this very process)."""
+        """True for a lock of this host whose process is gone (or is this very process), and for any
+        other lock (another host's, or one that does not say whose it is) not refreshed for
+        ``STALE_AFTER_SECONDS``."""
         host, pid = holder
-        return host == self.host and pid is not None and (pid == os.getpid() or not _alive(pid))
+        if host == self.host and pid is not None:
+            return pid == os.getpid() or not _alive(pid)
+        return self._age() > STALE_AFTER_SECONDS
 
     def _busy_message(self) -> str:
         host, pid = self._holder()
@@ -357,11 +388,15 @@ class RunLock:
                     f"or use another out_dir.")
         who = f"a run on host {host!r} (process {pid})" if host and pid is not None else \
             f"a lock that does not say which run holds it ({self._text()[:40]!r})"
-        return (f"{folder} is locked by {who}: another training run may be writing to it, and from host "
-                f"{self.host!r} it cannot be checked. If that run is over (e.g. its machine was stopped), delete "
-                f"{self.path} and start again; otherwise wait for it or use another out_dir.")
+        age, limit = self._age() / 60, STALE_AFTER_SECONDS / 60
+        return (f"{folder} is locked by {who}, last refreshed {age:.1f} min ago: another training run may be "
+                f"writing to it, and from host {self.host!r} its process cannot be checked. A lock not refreshed "
+                f"for {limit:.0f} min is taken over by the next run (a disconnected Colab runtime's run is gone: "
+                f"wait that long and run again). If that run is known to be over, delete {self.path} and start "
+                f"again now; otherwise wait for it or use another out_dir.")
 
     def release(self) -> None:
+        self._stopped.set()
         host, pid = self._holder()
         if f"{host} {pid}" == self.owner:
             self.path.unlink(missing_ok=True)

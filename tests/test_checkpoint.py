@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -164,17 +165,48 @@ def test_check_resume_names_every_field_that_changes_the_run():
 # ----------------------------------------------------------------------------- the run lock
 
 
-def test_a_lock_written_on_another_host_is_not_taken_over(tmp_path):
+def test_a_fresh_lock_of_another_host_is_not_taken_over(tmp_path):
     lock = tmp_path / ".lock"
     lock.write_text("another-machine 999999999")  # no such process here, but it is not ours to judge
     with pytest.raises(FileExistsError) as e:
         checkpoint.RunLock(tmp_path)
     assert "another-machine" in str(e.value) and f"delete {lock}" in str(e.value)
+    assert "10 min" in str(e.value)  # says when it will be taken over
     assert lock.read_text() == "another-machine 999999999"
     trainer = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "run", max_steps=1))
     (tmp_path / "run" / ".lock").write_text("another-machine 1")
     with pytest.raises(FileExistsError, match="another-machine"):
         trainer.fit()
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_lock_of_another_host_not_refreshed_for_ten_minutes_is_taken_over(tmp_path):
+    """A Colab runtime that disconnected left its lock on Drive; the new runtime is another host."""
+    trainer = Trainer(tiny_unet(), flipping_data(), config(tmp_path / "run", max_steps=2, checkpoint_every=1))
+    lock = tmp_path / "run" / ".lock"
+    lock.write_text("old-colab-vm 4242")
+    _age(lock, checkpoint.STALE_AFTER_SECONDS - 60)
+    with pytest.raises(FileExistsError, match="old-colab-vm"):
+        trainer.fit()
+    _age(lock, checkpoint.STALE_AFTER_SECONDS + 60)
+    trainer.fit()  # takes the lock over and trains
+    assert trainer.step == 2 and not lock.exists()
+
+
+def test_the_lock_holder_refreshes_it(tmp_path):
+    held = checkpoint.RunLock(tmp_path, heartbeat=0.05)
+    _age(held.path, 3600)
+    deadline = time.time() + 10
+    while held._age() > 60 and time.time() < deadline:
+        time.sleep(0.05)
+    assert held._age() < 60, "the heartbeat did not refresh the lock"
+    held.release()
+    held._beat.join(timeout=5)
+    assert not held.path.exists() and not held._beat.is_alive()
 
 
 def test_the_lock_is_created_atomically(tmp_path):
