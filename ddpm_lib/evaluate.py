@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import os
+import textwrap
 import warnings
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -366,7 +367,7 @@ def _resolve_feature(feature: str) -> tuple[str, str]:
         )
     note = (f"Inception-v3 is unavailable ({why}); using the MNIST classifier's features instead. "
             "The value is a domain FD/KID, not comparable with published FID/KID numbers.")
-    print(f"note: {note}")
+    print(textwrap.fill(f"note: {note}", width=88))  # fits the book's code column
     warnings.warn(note, stacklevel=3)
     return "mnist", note
 
