@@ -1,7 +1,7 @@
 """Named training recipes, found by measurement (chapters 2, 5 and 10; ``benchmarks/quality.py``).
 
 A preset is everything one needs to reproduce a measured result: the data, the
-network, the ``TrainConfig`` fields and the sampler the samples were scored with.
+network, the ``TrainConfig`` fields and the sampler the samples were scored with::
 
     cfg = dl.TrainConfig.preset("mnist", max_minutes=15, out_dir="runs/mnist")
     model = dl.preset_model("mnist")
