@@ -241,8 +241,7 @@ def main(argv: list[str]) -> int:
             rel = path.relative_to(root).as_posix()
             errors.clear()
             problems = page_problems(page, urljoin(base, rel), root, base)
-            for e in errors:  # reported, not failed: the theme itself raises some (sphinx-thebe)
-                print(f"note {rel}: JavaScript error: {e}")
+            problems += [f"JavaScript error: {e}" for e in errors]
             if rel.startswith("notebooks/"):
                 for width in SCREENSHOT_WIDTHS:
                     page.set_viewport_size({"width": width, "height": 900})
