@@ -564,19 +564,18 @@ def _aggregate(per_seed: list[dict]) -> dict:
     return agg
 
 
-def default_label(guidance_scale: float = 1.0) -> str:
-    """The configuration ``dl.sample`` uses when given no sampler, spacing or options (with guidance:
-    ``dl.samplers.GUIDED_DEFAULTS``), named like the keys of ``REAL_OURS``."""
-    sampler = inspect.signature(dl.sample).parameters["sampler"].default
-    spacing, options = dl.samplers.default_settings(sampler, guidance_scale)
-    return f"{sampler}[{spacing}]" + (f"({','.join(f'{k}={v}' for k, v in options.items())})" if options else "")
-
-
 def default_spec(guidance_scale: float = 1.0) -> tuple[str, str, dict]:
-    """(sampler, spacing, options) of ``default_label``."""
+    """(sampler, spacing, options) that ``dl.sample`` uses when given no sampler, spacing or options
+    (with guidance: ``dl.samplers.GUIDED_DEFAULTS``)."""
     sampler = inspect.signature(dl.sample).parameters["sampler"].default
     spacing, options = dl.samplers.default_settings(sampler, guidance_scale)
     return sampler, spacing, options
+
+
+def default_label(guidance_scale: float = 1.0) -> str:
+    """``default_spec`` named like the keys of ``REAL_OURS``."""
+    sampler, spacing, options = default_spec(guidance_scale)
+    return f"{sampler}[{spacing}]" + (f"({','.join(f'{k}={v}' for k, v in options.items())})" if options else "")
 
 
 def summarise_real(out: dict) -> dict:
@@ -731,7 +730,8 @@ def why_guidance(name: str, w: float, n: int, num_levels: int) -> dict:
         x_t = a * x0 + s_ * torch.randn(x0.shape, generator=g)
         out = call_model(pre.model, torch.cat([x_t, x_t]), levels.t[i].long().expand(2 * n),
                          torch.cat([labels, null]))
-        x0_c, x0_u = (dl.samplers._split(pre.prediction, o, x_t, a, s_)[0] for o in out.chunk(2))
+        x0_c, x0_u = (dl.split_prediction(pre.prediction, o, x_t, levels.t[i], pre.schedule)[0]
+                      for o in out.chunk(2))
         guided = x0_u + w * (x0_c - x0_u)
         shift.append(round(float((guided - x0_c).pow(2).mean()), 8))
         peak.append(round(float(guided.reshape(n, -1).abs().amax(1).mean()), 4))
