@@ -226,7 +226,8 @@ def train(
 
 def run_recipe(
     name: str, preset: dl.Preset, minutes: float, scorer: Scorer, work: Path, schedule=None, fractions=FRACTIONS
-) -> dict:
+) -> tuple[dict, tuple]:
+    """The recipe's results record, and its final (EMA network, schedule) for re-sampling."""
     began = time.perf_counter()
     trainer, snapshots = train(preset, minutes, work / name, schedule=schedule, fractions=fractions)
     points = []
@@ -239,13 +240,13 @@ def run_recipe(
             f"FD {points[-1]['fd']:.1f}",
             flush=True,
         )
-    return {
+    record = {
         "description": preset.description,
         "parameters": dl.count_parameters(trainer.ema_model),
         "points": points,
         "wall_seconds": round(time.perf_counter() - began, 1),
-        "_final": (trainer.ema_model, trainer.schedule),
     }
+    return record, (trainer.ema_model, trainer.schedule)
 
 
 RECIPE_FIELDS = ("batch_size", "lr", "warmup_steps", "schedule", "prediction", "weighting", "ema_decay")
@@ -389,8 +390,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(rows: list[dict]) -> None:
         out = {**results, "levers": merge_levers(results["levers"], rows)}
-        for r in out["recipes"].values():
-            r.pop("_final", None)
         path.write_text(json.dumps(out, indent=1) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
@@ -398,13 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.levers_only:
             plain_schedule = dl.make_schedule(**PLAIN_SCHEDULE)
             fractions = (0.5, 1.0) if args.quick else FRACTIONS
-            results["recipes"]["plain"] = run_recipe(
+            results["recipes"]["plain"], _ = run_recipe(
                 "plain", PLAIN, minutes, scorer, work, schedule=plain_schedule, fractions=fractions
             )
-            results["recipes"]["mnist"] = run_recipe(
+            results["recipes"]["mnist"], (final_model, final_schedule) = run_recipe(
                 "mnist", dl.PRESETS["mnist"], minutes, scorer, work, fractions=fractions
             )
-            final_model, final_schedule = results["recipes"]["mnist"].pop("_final")
             rows = []
             for lever, setting, change in SAMPLER_LEVERS[:1] if args.quick else SAMPLER_LEVERS:
                 score = scorer.score(final_model, final_schedule, dl.PRESETS["mnist"], change)
