@@ -73,7 +73,7 @@ from .evaluate import (
     sliced_wasserstein,
 )
 from .evaluate import memorisation_check, MemorisationCheck, nearest_neighbours, Neighbours
-from .fit import DeviceFit, fit_batch_size, measure_step_memory
+from .fit import DeviceFit, fit_batch_size, fit_resolution, measure_step_memory
 from .paths import delete_run, run_dir, RunNotOursError, runs_dir
 from .pipelines import (
     ddpm_scheduler, dpmsolver_scheduler, export_pipeline, list_pretrained, load_pretrained, Pretrained,

@@ -15,30 +15,40 @@ stays inside a budget, stopping at the first that runs out of memory:
 
 When even ``min_batch_size`` images do not fit, the result says to lower the
 resolution: activation memory grows with the number of pixels, so halving the side
-of the images divides it by about four.
+of the images divides it by about four. ``fit_resolution`` does that itself: given
+the image sides the data and the network allow (each a multiple of the network's
+total downsampling factor) and a function that builds the network for a side, it
+runs ``fit_batch_size`` at the largest side, then the next, ..., and keeps the first
+side at which at least ``min_batch_size`` images fit.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["DeviceFit", "fit_batch_size", "measure_step_memory"]
+__all__ = ["DeviceFit", "fit_batch_size", "fit_resolution", "measure_step_memory"]
 
 
 @dataclass
 class DeviceFit:
-    """What ``fit_batch_size`` found: the batch size to use, and every measurement behind it."""
+    """What ``fit_batch_size`` (or ``fit_resolution``) found: the batch size to use, and every measurement.
+
+    From ``fit_resolution`` it also holds the image side chosen (``image_size``) and the
+    fits at every side tried (``by_size``, largest first; the last is this one).
+    """
 
     batch_size: int  # the largest batch size tried that fitted the budget (0: none did)
     budget_bytes: int  # the memory one training step may use
     device: str
     measured: dict[int, int | None] = field(default_factory=dict)  # batch size -> bytes (None: out of memory)
     min_batch_size: int = 1
+    image_size: int | None = None  # the side these measurements were made at (fit_resolution)
+    by_size: dict[int, DeviceFit] = field(default_factory=dict)  # fit_resolution: side -> fit, largest first
 
     @property
     def fits(self) -> bool:
@@ -50,14 +60,22 @@ class DeviceFit:
         """True when the images should be smaller: not even ``min_batch_size`` of them fit."""
         return not self.fits
 
-    def __str__(self) -> str:
-        rows = ", ".join(f"{b}: {'out of memory' if m is None else f'{m / 2**20:.1f} MiB'}"
+    def _rows(self) -> str:
+        return ", ".join(f"{b}: {'out of memory' if m is None else f'{m / 2**20:.1f} MiB'}"
                          for b, m in self.measured.items())
+
+    def __str__(self) -> str:
+        budget = f"{self.device}, budget {self.budget_bytes / 2**20:.0f} MiB per training step"
+        if self.by_size:  # fit_resolution: one line per side tried
+            lines = [f"{self.image_size} px images, batch size {self.batch_size} ({budget}); measured:"]
+            lines += [f"  {side} px: {'fits' if f.fits else f'fewer than {f.min_batch_size} images fit'} "
+                      f"({f._rows()})" for side, f in self.by_size.items()]
+            return "\n".join(lines)
         verdict = (f"batch size {self.batch_size} fits" if self.fits else
                    f"not even {self.min_batch_size} images fit: lower the resolution (half the side, "
                    "about a quarter of the memory) or use a smaller network")
-        return (f"{verdict} ({self.device}, budget {self.budget_bytes / 2**20:.0f} MiB per training step; "
-                f"measured: {rows})")
+        size = "" if self.image_size is None else f"{self.image_size} px images, "
+        return f"{verdict} ({size}{budget}; measured: {self._rows()})"
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -70,6 +88,18 @@ def _cpu_budget() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
     except (ValueError, OSError, AttributeError):
         return 2 * 2**30
+
+
+def _budget(device: torch.device, budget_bytes: int | None, memory_fraction: float) -> int:
+    if not 0 < memory_fraction <= 1:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}.")
+    if budget_bytes is not None:
+        if budget_bytes <= 0:
+            raise ValueError(f"budget_bytes must be positive, got {budget_bytes}.")
+        return int(budget_bytes)
+    if device.type == "cuda":
+        return int(memory_fraction * torch.cuda.get_device_properties(device).total_memory)
+    return _cpu_budget()
 
 
 def measure_step_memory(
@@ -156,16 +186,8 @@ def fit_batch_size(
             raise ValueError(f"{name} must be a positive integer, got {v!r}.")
     if min_batch_size > max_batch_size:
         raise ValueError(f"min_batch_size={min_batch_size} is larger than max_batch_size={max_batch_size}.")
-    if not 0 < memory_fraction <= 1:
-        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}.")
-    if budget_bytes is not None and budget_bytes <= 0:
-        raise ValueError(f"budget_bytes must be positive, got {budget_bytes}.")
     device = torch.device(device or "cpu")
-    if budget_bytes is None:
-        if device.type == "cuda":
-            budget_bytes = int(memory_fraction * torch.cuda.get_device_properties(device).total_memory)
-        else:
-            budget_bytes = _cpu_budget()
+    budget_bytes = _budget(device, budget_bytes, memory_fraction)
     if measure is None:
         def measure(b: int) -> int:
             return measure_step_memory(model, b, image_shape, device, prediction, num_classes)
@@ -189,3 +211,80 @@ def fit_batch_size(
             break
         result.batch_size = b
     return result
+
+
+def fit_resolution(
+    make_model: Callable[[int], nn.Module],
+    sizes: Iterable[int],
+    channels: int,
+    device: torch.device | str | None = None,
+    max_batch_size: int = 256,
+    min_batch_size: int = 1,
+    budget_bytes: int | None = None,
+    memory_fraction: float = 0.8,
+    prediction: str = "eps",
+    num_classes: int | None = None,
+    measure: Callable[[int, int], int] | None = None,
+) -> DeviceFit:
+    """The largest image side in ``sizes`` at which ``min_batch_size`` images fit, and the batch size there.
+
+    ``make_model(side)`` builds the network for ``side`` x ``side`` images with
+    ``channels`` channels; every side must be one it can take (for a UNet, a multiple
+    of its total downsampling factor: a UNet with three levels halves twice, so 28, 24,
+    20, ... px, not 14). The sides are tried largest first, each with ``fit_batch_size``
+    (trial training steps at 1, 2, 4, ... up to ``max_batch_size`` images, against one
+    budget: ``budget_bytes``, else ``memory_fraction`` of a GPU's memory, or on the CPU a
+    quarter of the memory available now); the first side at which at least
+    ``min_batch_size`` images fit is kept. ``measure(side, batch_size) -> bytes``
+    replaces the measurement (tests; it may raise an out-of-memory error).
+
+    Returns a ``DeviceFit`` for the chosen side (``image_size``, ``batch_size``,
+    ``measured``) whose ``by_size`` holds the fits of every side tried. Raises
+    ``ValueError`` for no sides, a side that is not a positive integer, or one the
+    network cannot take (checked for every side before anything is measured), and
+    ``RuntimeError`` when not even the smallest side fits, with what to do. Chapter 10.
+    """
+    sides = list(sizes)
+    if not sides:
+        raise ValueError("sizes is empty: give the image sides to try, e.g. [64, 56, 48] for a network "
+                         "that downsamples 8 times.")
+    bad = [s for s in sides if isinstance(s, bool) or not isinstance(s, int) or s < 1]
+    if bad:
+        raise ValueError(f"image sides must be positive integers, got {bad}.")
+    sides = sorted(set(sides), reverse=True)
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a positive integer, got {channels!r}.")
+    from .models.registry import model_image_shape
+
+    for side in sides:  # a side the network cannot take is bad input, whichever side would fit
+        try:
+            model = make_model(side)
+        except ValueError as e:
+            raise ValueError(f"the network cannot take {side} px images ({e}). Give only sides it can "
+                             "take, e.g. multiples of its total downsampling factor.") from e
+        built = model_image_shape(model)[1]
+        if built not in (None, side):
+            raise ValueError(f"make_model({side}) built a network for {built} px images: it must build "
+                             "the network for the side it is given.")
+        del model
+    device = torch.device(device or "cpu")
+    budget_bytes = _budget(device, budget_bytes, memory_fraction)
+    by_size: dict[int, DeviceFit] = {}
+    for side in sides:
+        fit = fit_batch_size(
+            make_model(side), (channels, side, side), device, max_batch_size, min_batch_size, budget_bytes,
+            prediction=prediction, num_classes=num_classes,
+            measure=None if measure is None else (lambda b, side=side: measure(side, b)),
+        )
+        fit.image_size = side
+        by_size[side] = fit
+        if fit.fits:
+            fit.by_size = by_size
+            return fit
+    tried = "\n".join(f"  {side} px: {f._rows()}" for side, f in by_size.items())
+    raise RuntimeError(
+        f"not even {min_batch_size} image(s) of the smallest side, {sides[-1]} px, fit in "
+        f"{budget_bytes / 2**20:.0f} MiB per training step on {device}; measured (batch size: memory):\n"
+        f"{tried}\nUse a smaller network (fewer or narrower levels), smaller sides, a smaller "
+        "min_batch_size (with gradient accumulation), or a device with more memory."
+    )

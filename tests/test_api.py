@@ -14,7 +14,7 @@ import ddpm_lib as dl
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = {
-    "DeviceFit", "fit_batch_size", "measure_step_memory", "MemorisationCheck", "memorisation_check",
+    "DeviceFit", "fit_batch_size", "fit_resolution", "measure_step_memory", "MemorisationCheck", "memorisation_check",
     "nearest_neighbours", "Neighbours", "dpmsolver_scheduler", "delete_run", "run_dir", "RunNotOursError",
     "runs_dir",
     "PRESETS", "Preset", "get_preset", "preset_model",

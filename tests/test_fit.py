@@ -1,4 +1,5 @@
-"""dl.fit_batch_size: the largest batch whose trial training step fits the device's memory (chapter 10)."""
+"""dl.fit_batch_size and dl.fit_resolution: the largest batch (and image side) whose trial training step fits
+the device's memory (chapter 10)."""
 
 import pytest
 import torch
@@ -82,3 +83,103 @@ def test_real_measurement_on_the_cpu_with_a_budget():
 def test_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):
         dl.fit_batch_size(tiny_net(), (1, 8, 8), measure=lambda b: b, **kw)
+
+
+# ----------------------------------------------------------------------------- fit_resolution
+
+
+def net_for(side):
+    """Two levels: the network halves the side once, so it takes even sides only."""
+    return dl.diffusers_unet(image_size=side, in_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                             attention_blocks=0)
+
+
+def memory_model(limit):
+    """A fake device: a step needs 1,000 bytes + 10 bytes per pixel per image; past ``limit`` it runs out."""
+    calls = []
+
+    def measure(side, batch):
+        calls.append((side, batch))
+        used = 1000 + 10 * side * side * batch
+        if used > limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {used} bytes")
+        return used
+
+    return measure, calls
+
+
+def test_resolution_keeps_the_largest_side_that_fits():
+    measure, calls = memory_model(limit=10**9)
+    fit = dl.fit_resolution(net_for, [16, 8, 12], channels=1, max_batch_size=32, min_batch_size=8,
+                            budget_bytes=10**9, measure=measure)
+    assert (fit.image_size, fit.batch_size) == (16, 32) and fit.fits
+    assert list(fit.by_size) == [16] and {side for side, _ in calls} == {16}, "smaller sides are not measured"
+    assert fit.measured == {b: 1000 + 2560 * b for b in (1, 2, 4, 8, 16, 32)}
+    assert "16 px images, batch size 32" in str(fit)
+
+
+def test_resolution_is_lowered_until_min_batch_size_fits():
+    # 16 px: 2,560 bytes an image; 12 px: 1,440; 8 px: 640. Budget 12,000 bytes, at least 8 images.
+    measure, calls = memory_model(limit=12_000)
+    fit = dl.fit_resolution(net_for, [8, 12, 16], channels=1, max_batch_size=64, min_batch_size=8,
+                            budget_bytes=10**9, measure=measure)
+    assert fit.image_size == 8 and fit.batch_size == 16 and fit.fits  # 1,000 + 640 x 16 = 11,240
+    assert list(fit.by_size) == [16, 12, 8] and list(dict.fromkeys(s for s, _ in calls)) == [16, 12, 8], \
+        "largest first"
+    assert fit.by_size[16].batch_size == 4 and fit.by_size[16].measured[8] is None  # out of memory at 8
+    assert fit.by_size[12].batch_size == 4 and not fit.by_size[12].fits
+    assert fit.by_size[8] is fit
+    text = str(fit)
+    assert "8 px images, batch size 16" in text and "16 px: fewer than 8 images fit" in text, text
+    assert "out of memory" in text
+
+
+def test_resolution_respects_the_budget_as_well_as_out_of_memory():
+    measure, _ = memory_model(limit=10**9)
+    fit = dl.fit_resolution(net_for, [16, 8], channels=1, max_batch_size=64, min_batch_size=4,
+                            budget_bytes=7_000, measure=measure)
+    assert fit.image_size == 8 and fit.batch_size == 8  # 16 px: 4 images need 11,240 > 7,000
+    assert fit.by_size[16].measured == {1: 3560, 2: 6120, 4: 11240}
+
+
+def test_resolution_nothing_fits_says_what_to_do():
+    measure, _ = memory_model(limit=1500)
+    with pytest.raises(RuntimeError, match="smallest side, 8 px") as e:
+        dl.fit_resolution(net_for, [16, 8], channels=1, min_batch_size=2, budget_bytes=10**9, measure=measure)
+    message = str(e.value)
+    assert "16 px: 1: out of memory" in message and "smaller network" in message, message
+
+
+def test_resolution_refuses_a_side_the_network_cannot_take_before_measuring():
+    measure, calls = memory_model(limit=10**9)
+
+    def three_levels(side):  # halves twice: sides that are multiples of 4
+        return dl.diffusers_unet(image_size=side, in_channels=1, block_out_channels=(8, 16, 16),
+                                 layers_per_block=1, attention_blocks=0)
+
+    with pytest.raises(ValueError, match="cannot take 14 px") as e:
+        dl.fit_resolution(three_levels, [28, 14], channels=1, budget_bytes=10**9, measure=measure)
+    assert "multiple" in str(e.value) and calls == [], "nothing is measured before the sides are checked"
+    with pytest.raises(ValueError, match=r"make_model\(8\) built a network for 16 px"):
+        dl.fit_resolution(lambda side: net_for(16), [16, 8], channels=1, budget_bytes=10**9, measure=measure)
+
+
+@pytest.mark.parametrize("sizes,kw,match", [
+    ([], {}, "sizes is empty"), ([16, 0], {}, "positive integers"), ([16.0], {}, "positive integers"),
+    ([16], dict(channels=0), "channels"), ([16], dict(min_batch_size=8, max_batch_size=4), "larger"),
+    ([16], dict(budget_bytes=0), "budget_bytes"),
+])
+def test_resolution_bad_input(sizes, kw, match):
+    with pytest.raises(ValueError, match=match):
+        dl.fit_resolution(net_for, sizes, **{"channels": 1, "measure": lambda s, b: b, **kw})
+
+
+def test_resolution_real_measurement_on_the_cpu():
+    """Without the hook: real trial steps; a budget between the 16 px and the 8 px need picks 8 px."""
+    at_16 = dl.measure_step_memory(net_for(16), 4, (1, 16, 16))
+    at_8 = dl.measure_step_memory(net_for(8), 4, (1, 8, 8))
+    assert at_8 < at_16
+    fit = dl.fit_resolution(net_for, [16, 8], channels=1, max_batch_size=4, min_batch_size=4,
+                            budget_bytes=(at_8 + at_16) // 2)
+    assert (fit.image_size, fit.batch_size) == (8, 4) and fit.measured[4] == at_8
+    assert fit.by_size[16].batch_size < 4
