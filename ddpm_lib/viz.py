@@ -396,10 +396,17 @@ def plot_schedule(
 def smooth_curve(values: Sequence[float] | np.ndarray, smooth: float = 0.98) -> np.ndarray:
     """Smooth a noisy curve. Chapter 2.
 
-    A float in [0, 1) is the decay of a bias-corrected exponential moving average
-    (as TensorBoard draws it): m_k = smooth m_{k-1} + (1 - smooth) v_k, shown as
-    m_k / (1 - smooth^k). An int >= 1 is the window of a trailing moving average
-    (the first points average what is available). 0 returns the values unchanged.
+    A float in [0, 1) is the decay β of a bias-corrected exponential moving average
+    (as Adam corrects its moments, and as TensorBoard draws it): m_k = β m_{k-1} +
+    (1 - β) v_k from m_0 = 0, shown as m_k / (1 - β^k). Without the division the first
+    points would be pulled towards 0; with it a constant curve stays that constant from
+    the first point on. The average trails the curve: after a jump, the smoothed curve has
+    moved half-way once ``ema_half_life(β)`` = ln 2 / ln(1/β) points of the new level have
+    entered it (34.3 for β = 0.98), and its weights' centre lies β / (1 - β) points back
+    (49 for 0.98).
+    An int w >= 1 is the window of a trailing moving average over the last w points
+    (the first points average what is available); it lags (w - 1) / 2 points.
+    0 returns the values unchanged.
     """
     v = np.asarray(values, dtype=np.float64)
     if isinstance(smooth, (bool, np.bool_)) or not isinstance(smooth, (int, float, np.integer, np.floating)):
@@ -419,6 +426,24 @@ def smooth_curve(values: Sequence[float] | np.ndarray, smooth: float = 0.98) -> 
         m = smooth * m + (1.0 - smooth) * value
         out[k] = m / (1.0 - smooth ** (k + 1))
     return out
+
+
+def ema_half_life(smooth: float) -> float:
+    """The half-life, in points, of an exponential moving average of decay ``smooth``: after a
+    jump it has moved half-way once ln 2 / ln(1/smooth) points of the new level have entered it
+    (0 for smooth = 0). Chapter 2."""
+    if not 0.0 <= smooth < 1.0:
+        raise ValueError(f"smooth={smooth!r}: the decay of an exponential moving average is in [0, 1).")
+    return 0.0 if smooth == 0 else math.log(2.0) / -math.log(smooth)
+
+
+def _smoothing_label(smooth: float, steps: np.ndarray) -> str:
+    """What the smoothed curve is, in training steps (points times the median step spacing)."""
+    spacing = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+    per_point = "" if spacing == 1 else f" ({spacing:g} steps a point)"
+    if isinstance(smooth, float):
+        return f"EMA {smooth:g}, half-life {ema_half_life(smooth) * spacing:.3g} steps{per_point}"
+    return f"mean of the last {smooth * spacing:g} steps{per_point}"
 
 
 def _read_loss_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -468,8 +493,11 @@ def plot_loss(
         history: a list of floats, a list of dicts with "loss" (and "step"), a dict
             with lists "loss" (and "step"), or the path of a CSV file with columns
             step,loss,... (the trainer writes ``out_dir/loss.csv``).
-        smooth: see :func:`smooth_curve`: a float in [0, 1) for an exponential moving
-            average, an int for a moving-average window, 0 for no smoothed curve.
+        smooth: see :func:`smooth_curve`: a float in [0, 1) for a bias-corrected
+            exponential moving average with that decay (0.98: half-life 34 points), an int
+            for the window of a trailing moving average, 0 for no smoothed curve. Both
+            trail the raw loss; the legend says by how much, in training steps (the
+            half-life, or the window), taking the spacing of logged steps into account.
         log: logarithmic loss axis (falls back to linear, with a warning, if a loss is <= 0).
     """
     steps, losses = _loss_series(history)
@@ -486,7 +514,7 @@ def plot_loss(
     smoothed = smooth != 0 and len(losses) > 1
     ax.plot(steps, losses, color="C0", alpha=0.3 if smoothed else 1.0, linewidth=0.8, label=f"{label} (raw)")
     if smoothed:
-        how = f"EMA {smooth:g}" if isinstance(smooth, float) else f"mean of {smooth}"
+        how = _smoothing_label(smooth, steps)
         ax.plot(steps, smooth_curve(losses, smooth), color="C0", linewidth=1.8, label=f"{label} ({how})")
     if log and (losses <= 0).any():
         warnings.warn("plot_loss: a loss is <= 0, so the loss axis stays linear.", stacklevel=2)

@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math
 import re
 
 import matplotlib.pyplot as plt
@@ -201,6 +202,28 @@ def test_plot_loss_inputs_and_smoothing(tmp_path):
     ax = viz.plot_loss(csv_path).axes[0]
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [0, 10, 20, 30, 40])
     np.testing.assert_allclose(ax.lines[0].get_ydata(), losses[:5])
+
+
+def test_plot_loss_smoothing_is_bias_corrected_and_its_lag_documented():
+    # a constant loss smooths to the same constant from the first step on (no pull towards 0)
+    smoothed = viz.plot_loss([0.7] * 50, smooth=0.98).axes[0].lines[1].get_ydata()
+    np.testing.assert_allclose(smoothed, 0.7, rtol=1e-12)
+    # after a jump 1 -> 0 the EMA is half-way once ema_half_life points of the new level are in
+    for beta in (0.9, 0.98, 0.995):
+        jump = 2000
+        curve = viz.smooth_curve([1.0] * jump + [0.0] * 2000, beta)
+        points_in = int(np.argmax(curve[jump:] <= 0.5)) + 1
+        assert points_in == math.ceil(viz.ema_half_life(beta)), (beta, points_in, viz.ema_half_life(beta))
+    assert viz.ema_half_life(0.98) == pytest.approx(34.31, abs=0.01) and viz.ema_half_life(0.0) == 0.0
+    with pytest.raises(ValueError, match="decay"):
+        viz.ema_half_life(1.0)
+    # the legend says what the smoothing is, in training steps (logged steps 10 apart: x 10)
+    assert "EMA 0.98, half-life 34.3 steps" in viz.plot_loss([1.0] * 60).axes[0].lines[1].get_label()
+    logged = {"step": list(range(0, 1000, 10)), "loss": [1.0] * 100}
+    label = viz.plot_loss(logged, smooth=0.9).axes[0].lines[1].get_label()
+    assert "half-life 65.8 steps (10 steps a point)" in label, label
+    assert "mean of the last 50 steps" in viz.plot_loss(logged, smooth=5).axes[0].lines[1].get_label()
+    plt.close("all")
 
 
 def test_plot_loss_edge_cases():
