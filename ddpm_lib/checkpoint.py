@@ -22,8 +22,12 @@ checkpoint and sample intervals, sample grids, progress bar) and how fast the
 steps run (device, mixed precision, compile, channels_last, where the data lives,
 DataLoader workers). Every other field changes what the run learns (the data
 seen, the optimiser, the diffusion target, the EMA, the seed), so resuming with a
-different value is an error naming the fields. Resuming is bit for bit only when
-the speed settings are unchanged too (other arithmetic, other rounding). A longer
+different value is an error naming the fields. The batch is checked as the
+effective batch ``batch_size x grad_accum_steps`` (``BATCH_SPLIT_FIELDS``): a run may
+continue with another split of the same effective batch (8 x 4 after 16 x 2, when a
+reconnect brings a GPU with less memory), with a note saying what differs; another
+effective batch is an error. Resuming is bit for bit only when the speed settings and
+the split are unchanged too (other arithmetic, other rounding, other draws). A longer
 ``max_steps`` stretches the cosine decay of the learning rate from the resumed
 step on (the run continues; it is not the run that a longer max_steps would have
 been from the start).
@@ -61,6 +65,10 @@ RESUMABLE_FIELDS = frozenset({
     "sample_steps", "sampler", "clip_x0", "progress", "resume",  # bookkeeping and sample grids
     "cpu", "mixed_precision", "compile", "channels_last", "data_on_device", "num_workers",  # speed
 })
+
+
+# TrainConfig fields whose product, the effective batch per process, must stay; each alone may change.
+BATCH_SPLIT_FIELDS = ("batch_size", "grad_accum_steps")
 
 
 class CheckpointError(RuntimeError):
@@ -253,20 +261,35 @@ def _differences(saved: dict[str, Any], current: dict[str, Any], skip: frozenset
     return out
 
 
+def _batch_split(config: dict[str, Any]) -> tuple[int, int]:
+    return tuple(int(config.get(k, 1)) for k in BATCH_SPLIT_FIELDS)
+
+
 def check_resume(path: Path, state: dict[str, Any], config: dict[str, Any], model_config: dict[str, Any] | None,
-                 schedule: Any = None) -> None:
+                 schedule: Any = None) -> str | None:
     """Raise ``CheckpointError`` when the run continuing from ``state`` is not the run that wrote it.
 
     Compares the ``TrainConfig`` fields (except ``RESUMABLE_FIELDS``; a field missing from an
-    older checkpoint is compared with its current default), the network's config and, when
-    the caller passed its own ``schedule``, the noise schedule. The message names every
+    older checkpoint is compared with its current default), the effective batch
+    ``batch_size x grad_accum_steps`` rather than its two factors, the network's config and,
+    when the caller passed its own ``schedule``, the noise schedule. The message names every
     difference and says what to do.
+
+    Returns None, or, when the effective batch is split into other micro-batches than the
+    checkpoint's, a note for the user: the run continues the same optimisation (each optimizer
+    step sees the same images, with the same learning rate and optimizer state) but not bit
+    for bit, because the random draws are split differently among the images and the
+    gradients are summed in another order.
     """
     from .train import TrainConfig
 
     defaults = TrainConfig().to_dict()
     saved = {**{k: v for k, v in defaults.items() if k in config}, **state.get("config", {})}
-    problems = _differences(saved, config, RESUMABLE_FIELDS)
+    problems = _differences(saved, config, RESUMABLE_FIELDS | set(BATCH_SPLIT_FIELDS))
+    (b0, a0), (b1, a1) = _batch_split(saved), _batch_split(config)
+    if b0 * a0 != b1 * a1:
+        problems.insert(0, f"effective batch (batch_size x grad_accum_steps): {b0 * a0} ({b0} x {a0}) in the "
+                           f"checkpoint, {b1 * a1} ({b1} x {a1}) now")
     saved_model = state.get("model_config")
     if saved_model is not None and model_config is not None:
         problems += [f"network {d}" for d in _differences(saved_model, model_config)]
@@ -279,9 +302,19 @@ def check_resume(path: Path, state: dict[str, Any], config: dict[str, Any], mode
             f"cannot resume from {path}: it was written by a run with other settings, and these change what "
             f"the run learns:\n  " + "\n  ".join(problems) + "\n"
             "Resume with the checkpoint's settings (only max_steps, max_minutes, the logging, checkpoint and "
-            "sample settings and the speed settings may change), or start a new run: another out_dir, or "
+            "sample settings, the speed settings and the split of the effective batch into batch_size x "
+            "grad_accum_steps may change), or start a new run: another out_dir, or "
             "TrainConfig(resume=False) to train from scratch in this one."
         )
+    if (b0, a0) == (b1, a1):
+        return None
+    return (f"resuming {path.name} with micro-batches of {b1} images x {a1} accumulation steps; the checkpoint "
+            f"was written with {b0} x {a0}. The effective batch ({b1 * a1} images) and the data order are the "
+            "same: every optimizer step sees the same images, with the same learning rate and optimizer state. "
+            "The random draws of a step (noise levels, noise, label dropout, flips, dropout in the network) "
+            "are split differently among its images, and the gradients are summed in another order, so the "
+            "run continues the same optimisation but does not end bit for bit where an uninterrupted "
+            f"{b0} x {a0} run would.")
 
 
 # --------------------------------------------------------------------------- the run lock

@@ -34,10 +34,13 @@ read with ``torch.load(weights_only=True)``; they hold the noise schedule too, s
 run trained with a custom ``schedule=`` continues with it. The newest
 ``keep_checkpoints`` are kept. When the newest one cannot be read, ``fit`` warns
 (naming the file), leaves the file where it is and resumes from the previous one.
-Resuming with settings that change what the run learns (lr, batch_size, schedule,
-prediction, image_size, the network, ...) is a ``CheckpointError`` naming them;
-max_steps, max_minutes, logging, sample grids and speed settings may change
-(``dl.checkpoint.RESUMABLE_FIELDS``).
+Resuming with settings that change what the run learns (lr, the effective batch
+batch_size x grad_accum_steps, schedule, prediction, image_size, the network, ...)
+is a ``CheckpointError`` naming them; max_steps, max_minutes, logging, sample grids
+and speed settings may change (``dl.checkpoint.RESUMABLE_FIELDS``), and so may the
+split of the effective batch into micro-batches (say 8 x 4 instead of 16 x 2, on a
+device with less memory): every optimizer step still sees the same images, but not
+bit for bit (a warning says what differs; see ``dl.checkpoint.check_resume``).
 """
 
 from __future__ import annotations
@@ -314,20 +317,26 @@ class _BatchOrder:
 
     Process r of W takes the r-th of W consecutive slices of B indices, so the
     processes see disjoint images. A pure function of m: resuming needs only m.
+    An epoch holds whole optimizer steps (A micro-batches each; the images left over
+    are not used in that epoch), so optimizer step s sees the images
+    ``perm[s A B W : (s + 1) A B W]`` however its A B images per process are split
+    into micro-batches: a run resumed with another micro-batch B and the same
+    effective batch A B sees the same images in every step.
     The permutation is drawn on the CPU and kept on ``device``, copied there once an
     epoch, so that a step on a GPU does not wait for a host-to-device copy.
     """
 
     def __init__(self, n: int, batch_size: int, world_size: int, rank: int, seed: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", accum: int = 1):
         self.n, self.B, self.W, self.rank, self.seed = n, batch_size, world_size, rank, seed
         self.device = torch.device(device)
-        self.per_epoch = n // (batch_size * world_size)
-        if self.per_epoch < 1:
+        steps_per_epoch = n // (batch_size * accum * world_size)
+        if steps_per_epoch < 1:
             raise ValueError(
-                f"the dataset has {n} images, fewer than one batch of {batch_size} x {world_size} process(es); "
-                "lower batch_size or add images."
+                f"the dataset has {n} images, fewer than one optimizer step of {batch_size} x {accum} "
+                f"micro-batch(es) x {world_size} process(es); lower batch_size or grad_accum_steps, or add images."
             )
+        self.per_epoch = steps_per_epoch * accum  # micro-batches
         self._epoch, self._perm = -1, None
 
     def indices(self, m: int) -> torch.Tensor:
@@ -442,7 +451,7 @@ class Trainer:
             _check_range(self.images)
         self._check_labels(self.labels if self.data_on_device else first_label)
         self.order = _BatchOrder(self.n_images, cfg.batch_size, self.world_size, self.rank, cfg.seed,
-                                 device=self.device if self.data_on_device else "cpu")
+                                 device=self.device if self.data_on_device else "cpu", accum=cfg.grad_accum_steps)
 
         # network, EMA, optimizer, learning-rate schedule
         model = model.to(self.device)
@@ -796,8 +805,10 @@ class Trainer:
         if found is None:
             return False
         path, state = found
-        checkpoint.check_resume(path, state, self.cfg.to_dict(), self.model_config,
-                                self.schedule if self._own_schedule else None)
+        note = checkpoint.check_resume(path, state, self.cfg.to_dict(), self.model_config,
+                                       self.schedule if self._own_schedule else None)
+        if note and self.is_main:
+            warnings.warn(note, stacklevel=3)
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
@@ -821,6 +832,13 @@ class Trainer:
         if saved_schedule is not None and not self._own_schedule:
             self.schedule = self._on_device(saved_schedule)
         self.step, self.micro_batch = int(state["step"]), int(state["micro_batch"])
+        saved_batch = int(state.get("config", {}).get("batch_size", self.cfg.batch_size))
+        if saved_batch != self.cfg.batch_size:  # another split of the same effective batch (check_resume)
+            images, left = divmod(self.micro_batch * saved_batch, self.cfg.batch_size)
+            if left:
+                raise ValueError(f"{self.micro_batch} micro-batches of {saved_batch} images are not a whole "
+                                 f"number of micro-batches of {self.cfg.batch_size}")
+            self.micro_batch = images  # the same position in the data order, in micro-batches of this run
         budget = state.get("budget") or {}  # absent in checkpoints of older versions
         self.elapsed_seconds = float(budget.get("elapsed_seconds", 0.0))
         self.warmup_steps = int(budget.get("warmup_steps", self.cfg.warmup_steps))

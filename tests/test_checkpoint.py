@@ -88,6 +88,73 @@ def test_flips_are_the_same_through_a_dataloader_and_on_the_device(tmp_path):
     assert slow.dataset.flip, "the caller's dataset keeps its flip setting"
 
 
+# ----------------------------------------------------------------------------- another micro-batch
+
+
+def images_per_step(trainer_factory, monkeypatch):
+    """Train with ``trainer_factory()``; the images (before flips) of every optimizer step, in order."""
+    seen, real_loss = {}, Trainer._loss
+
+    def recording_loss(self, x0, y):
+        seen.setdefault(self.step + 1, []).append(x0.detach().clone())
+        return real_loss(self, x0, y)
+
+    monkeypatch.setattr(Trainer, "_loss", recording_loss)
+    trainer = trainer_factory()
+    trainer.fit()
+    monkeypatch.setattr(Trainer, "_loss", real_loss)
+    return trainer, {step: torch.cat(xs) for step, xs in seen.items()}
+
+
+def test_resume_with_another_micro_batch_of_the_same_effective_batch(tmp_path, monkeypatch):
+    """A reconnect to a smaller GPU: 16 x 2 images per step before, 8 x 4 after. The run continues."""
+    data = flipping_data(n=72)  # 2 steps of 32 images an epoch; 8 left over, not used (a whole step is not)
+    run = tmp_path / "run"
+    with pytest.raises(SessionEnded):
+        Trainer(tiny_unet(), data, config(run, batch_size=16, grad_accum_steps=2)).fit(end_at(3))
+    with pytest.warns(UserWarning) as caught:
+        resumed, seen = images_per_step(
+            lambda: Trainer(tiny_unet(), data, config(run, batch_size=8, grad_accum_steps=4)), monkeypatch)
+    note = " ".join(str(w.message) for w in caught)
+    for needle in ("8 images x 4 accumulation steps", "written with 16 x 2", "effective batch (32 images)",
+                   "same images", "not end bit for bit"):
+        assert needle in note, note
+    assert resumed.step == 6 and resumed.micro_batch == 6 * 4 and resumed.epoch == 3
+    assert resumed.history.steps == [1, 2, 3, 4, 5, 6], "the first session's rows are kept"
+    assert sorted(seen) == [4, 5, 6], "resumed after step 3"
+    # the same images in every step as an uninterrupted 16 x 2 run (and in the same order)
+    _, straight = images_per_step(
+        lambda: Trainer(tiny_unet(), data, config(tmp_path / "straight", batch_size=16, grad_accum_steps=2)),
+        monkeypatch)
+    for step in (4, 5, 6):
+        assert seen[step].shape[0] == 32 and torch.equal(seen[step], straight[step]), step
+
+
+def test_resume_with_another_effective_batch_is_refused(tmp_path):
+    data = flipping_data(n=72)
+    run = tmp_path / "run"
+    Trainer(tiny_unet(), data, config(run, batch_size=16, grad_accum_steps=2, max_steps=3)).fit()
+    with pytest.raises(dl.CheckpointError) as e:
+        Trainer(tiny_unet(), data, config(run, batch_size=8, grad_accum_steps=2)).fit()
+    message = str(e.value)
+    assert "effective batch (batch_size x grad_accum_steps): 32 (16 x 2) in the checkpoint, 16 (8 x 2) now" \
+        in message, message
+    assert [p.name for p in dl.find_checkpoints(run)] == ["step_000003.pt"], "nothing was overwritten"
+
+
+def test_an_epoch_holds_whole_optimizer_steps():
+    from ddpm_lib.train import _BatchOrder
+
+    split_a, split_b = _BatchOrder(72, 16, 1, 0, seed=0, accum=2), _BatchOrder(72, 8, 1, 0, seed=0, accum=4)
+    assert (split_a.per_epoch, split_b.per_epoch) == (4, 8)  # 2 steps of 32 images; 8 images left over
+    for step in range(5):  # across epoch boundaries too
+        a = torch.cat([split_a.indices(m) for m in range(2 * step, 2 * step + 2)])
+        b = torch.cat([split_b.indices(m) for m in range(4 * step, 4 * step + 4)])
+        assert torch.equal(a, b), step
+    with pytest.raises(ValueError, match="fewer than one optimizer step of 16 x 4"):
+        _BatchOrder(40, 16, 1, 0, seed=0, accum=4)
+
+
 # ----------------------------------------------------------------------------- custom schedule
 
 
@@ -131,7 +198,9 @@ def test_resuming_with_settings_that_change_the_run_is_an_error_naming_them(tmp_
     with pytest.raises(dl.CheckpointError) as e:
         Trainer(tiny_unet(), data, config(tmp_path, lr=2e-3, batch_size=4, prediction="v")).fit()
     message = str(e.value)
-    for needle in ("lr: 0.001 in the checkpoint, 0.002 now", "batch_size: 8", "prediction: 'eps'",
+    for needle in ("lr: 0.001 in the checkpoint, 0.002 now",
+                   "effective batch (batch_size x grad_accum_steps): 8 (8 x 1) in the checkpoint, 4 (4 x 1) now",
+                   "prediction: 'eps'",
                    "resume=False", "another out_dir"):
         assert needle in message, message
     assert "max_steps" not in message.split("\n  ")[1:], "max_steps may change on resume"
@@ -151,13 +220,18 @@ def test_check_resume_names_every_field_that_changes_the_run():
     saved = config("runs/x").to_dict()
     state = {"config": saved, "model_config": {"class": "UNet", "image_size": 16}}
     for field, value in [("image_size", 32), ("seed", 1), ("ema_decay", 0.99), ("weighting", "min_snr"),
-                         ("grad_accum_steps", 2), ("num_timesteps", 1000), ("class_dropout", 0.2)]:
+                         ("num_timesteps", 1000), ("class_dropout", 0.2)]:
         with pytest.raises(dl.CheckpointError, match=rf"{field}: .* in the checkpoint"):
+            checkpoint.check_resume(Path("c.pt"), state, {**saved, field: value}, state["model_config"])
+    for field, value in [("grad_accum_steps", 2), ("batch_size", 4)]:  # each alone changes the effective batch
+        with pytest.raises(dl.CheckpointError, match=r"effective batch \(batch_size x grad_accum_steps\): 8 "):
             checkpoint.check_resume(Path("c.pt"), state, {**saved, field: value}, state["model_config"])
     for field in sorted(checkpoint.RESUMABLE_FIELDS):  # every resumable field is a real TrainConfig field
         assert field in saved, field
-    checkpoint.check_resume(Path("c.pt"), state, {**saved, "max_steps": 10**6, "out_dir": "elsewhere"},
-                            {"class": "UNet", "image_size": 16})
+    assert checkpoint.check_resume(Path("c.pt"), state, {**saved, "max_steps": 10**6, "out_dir": "elsewhere"},
+                                   {"class": "UNet", "image_size": 16}) is None, "no note: the same batch split"
+    note = checkpoint.check_resume(Path("c.pt"), state, {**saved, "batch_size": 2, "grad_accum_steps": 4}, None)
+    assert "2 images x 4 accumulation steps" in note and "8 x 1" in note and "not end bit for bit" in note
     older = {"config": {k: v for k, v in saved.items() if k != "clip_x0"}}  # a field added since: its default
     checkpoint.check_resume(Path("c.pt"), older, {**saved, "weighting": "uniform"}, None)
 
