@@ -367,3 +367,53 @@ def test_guided_default_grid_spends_no_evaluation_at_the_clean_end():
         assert float(S.noise_levels(cosine, steps, spacing).sigma[-2]) > 0.1, (spacing, steps)
     assert float(S.noise_levels(cosine, 2, "edm").sigma[-2]) < 0.01
     assert 0.5 < float(S.noise_levels(cosine, 2, spacing).sigma[-2]) < 2
+
+
+def test_guidance_interval_guides_only_inside_it_and_saves_evaluations(schedule, toy, x_T):
+    """guidance_interval=(σ_lo, σ_hi) (Kynkäänniemi et al. 2024): an interval holding every level is full
+    guidance, one holding none is the conditional model, and outside it each step costs one evaluation."""
+    model, K = toy.as_model(schedule), toy.num_components
+    labels = torch.arange(len(x_T)) % K
+    guided = dict(class_labels=labels, null_class=K, guidance_scale=3.0)
+    full = _ours(model, x_T, schedule, "unipc", 8, "trailing", guidance_interval=None, **guided)
+    everywhere = _ours(model, x_T, schedule, "unipc", 8, "trailing", guidance_interval=(0.0, 1e30), **guided)
+    torch.testing.assert_close(everywhere, full, rtol=0, atol=0)
+    order = dict(order=1, final_order=1)  # the guided defaults, given explicitly for the unguided run
+    cond = _ours(model, x_T, schedule, "unipc", 8, "trailing", class_labels=labels, **order)
+    nowhere = _ours(model, x_T, schedule, "unipc", 8, "trailing", guidance_interval=(1e29, 1e30), **guided)
+    torch.testing.assert_close(nowhere, cond, rtol=1e-12, atol=1e-12)
+    # a real interval: guided below σ = 2 only, and the batch sizes the network sees say so
+    levels = S.noise_levels(schedule, 8, "trailing")
+    flags = S.guided_levels(levels, (0.0, 2.0))
+    expect = [float(s) <= 2.0 for s in levels.sigma]
+    assert flags == expect and any(flags[:-1]) and not all(flags[:-1]), flags
+    seen = []
+
+    def counting(x, t, class_labels=None):
+        seen.append(x.shape[0])
+        return model(x, t, class_labels=class_labels)
+
+    part = _ours(counting, x_T, schedule, "unipc", 8, "trailing", guidance_interval=(0.0, 2.0), **guided)
+    n = len(x_T)
+    assert seen == [2 * n if f else n for f in flags[:-1]], seen
+    assert S.guided_nfe(levels, (0.0, 2.0)) * n == sum(seen) and S.guided_nfe(levels) == 2 * 8
+    assert (part - full).abs().max() > 1e-3 and (part - cond).abs().max() > 1e-3
+
+
+def test_guidance_interval_auto_default_and_bad_values(schedule, toy, x_T):
+    """"auto" is DEFAULT_GUIDANCE_INTERVAL for w > 1 and every level for w <= 1 (w = 0 stays the
+    unconditional model); anything else that is not an interval is refused with a clear message."""
+    model, K = toy.as_model(schedule), toy.num_components
+    labels = torch.arange(len(x_T)) % K
+    for w, expected in ((3.0, S.DEFAULT_GUIDANCE_INTERVAL), (0.0, None)):
+        g = dict(class_labels=labels, null_class=K, guidance_scale=w)
+        auto = _ours(model, x_T, schedule, "unipc", 6, "trailing", **g)
+        explicit = _ours(model, x_T, schedule, "unipc", 6, "trailing", guidance_interval=expected, **g)
+        torch.testing.assert_close(auto, explicit, rtol=0, atol=0)
+    levels = S.noise_levels(schedule, 6, "trailing")
+    for bad in ((2.0, 1.0), (-1.0, 1.0)):
+        with pytest.raises(ValueError, match="sigma_lo"):
+            S.guided_levels(levels, bad)
+    with pytest.raises(ValueError, match="'auto'"):
+        _ours(model, x_T, schedule, "unipc", 6, "trailing", guidance_interval="always", class_labels=labels,
+              null_class=K, guidance_scale=3.0)
