@@ -137,7 +137,7 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
     },
     7: {  # toy: points, reference ODE steps, NFE budgets, DDPM's full chain, steps of the order check; MNIST likewise
         "smoke": dict(toy_points=200, toy_reference_steps=100, nfes=(5, 10), ddpm_full_steps=50,
-                      order_steps=(10, 20), mnist_images=2, mnist_nfes=(2, 4), mnist_reference_steps=10),
+                      order_steps=(10, 20), mnist_images=2, mnist_nfes=(2, 4), mnist_reference_steps=40),
         "cpu": dict(toy_points=1000, toy_reference_steps=400, nfes=(5, 10, 20, 50), ddpm_full_steps=1000,
                     order_steps=(25, 50, 100, 200), mnist_images=12, mnist_nfes=(5, 10, 20),
                     mnist_reference_steps=100),
@@ -146,16 +146,16 @@ SIZES: dict[int, dict[str, dict[str, Any]]] = {
                     mnist_reference_steps=250),
     },
     8: {  # toy: points, steps, steps of the exact-tilt comparison, scales; MNIST: guidance scales measured,
-        # samples per digit, steps, grid rows
+        # samples per digit, steps, grid rows; samples of the guidance-interval comparison
         "smoke": dict(toy_points=200, toy_steps=10, toy_exact_steps=30, toy_scales=(0, 1, 4),
                       guidance_scales=(0, 1, 4), samples_per_class=2, sample_steps=4, grid_scales=(0, 4),
-                      loss_images=16, num_real=200),
+                      loss_images=16, num_real=200, interval_images=100),
         "cpu": dict(toy_points=1000, toy_steps=30, toy_exact_steps=100, toy_scales=(0, 1, 2, 4, 8),
                     guidance_scales=(0, 1, 2, 3, 5, 8), samples_per_class=5, sample_steps=15,
-                    grid_scales=(0, 1, 3, 8), loss_images=64, num_real=1000),
+                    grid_scales=(0, 1, 3, 8), loss_images=64, num_real=1000, interval_images=250),
         "gpu": dict(toy_points=4000, toy_steps=50, toy_exact_steps=200, toy_scales=(0, 1, 2, 4, 8),
                     guidance_scales=(0, 1, 1.5, 2, 3, 4, 6, 8), samples_per_class=100, sample_steps=25,
-                    grid_scales=(0, 1, 3, 8), loss_images=256, num_real=1000),
+                    grid_scales=(0, 1, 3, 8), loss_images=256, num_real=1000, interval_images=1000),
     },
     9: {  # real digits for the caveat experiments, model samples to score, KID subsets, degradations
         "smoke": dict(num_real=2000, fd_sizes=(50, 200, 1000), num_samples=32, sample_steps=5, kid_subsets=20),
