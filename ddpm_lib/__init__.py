@@ -51,10 +51,10 @@ from .models import (
     SelfAttention2d, timestep_embedding, UNet,
 )
 from .samplers import (
-    DEFAULT_CLIP_X0, DEFAULT_SPACING, GUIDED_DEFAULTS, SAMPLERS, SPACINGS, focused_sigmas, karras_sigmas,
-    log_snr_sigmas, make_denoiser, nfe, noise_levels, NoiseLevels, sample, sample_ddim, sample_ddpm,
-    sample_dpmpp_2m, sample_euler, sample_euler_ancestral, sample_heun, sample_langevin, sample_pc,
-    sample_unipc, sigma_to_t, timesteps,
+    DEFAULT_CLIP_X0, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_SPACING, GUIDED_DEFAULTS, SAMPLERS, SPACINGS,
+    focused_sigmas, guided_levels, guided_nfe, karras_sigmas, log_snr_sigmas, make_denoiser, nfe, noise_levels,
+    NoiseLevels, sample, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_euler, sample_euler_ancestral,
+    sample_heun, sample_langevin, sample_pc, sample_unipc, sigma_to_t, timesteps,
 )
 from .toy import MIXTURES_2D, ExactDenoiser, GaussianMixture, make_2d_mixture, make_mixture
 from .consistency import (

@@ -21,7 +21,7 @@ EXPECTED = {
     "ConsistencyConfig", "ConsistencyModel", "consistency_scalings", "distill_consistency", "DistillationResult",
     "ode_step", "sample_consistency",
     "BasicUNet", "CheckpointError", "ClassBalance", "DEFAULT_CLIP_X0", "DEFAULT_SPACING", "DataReport",
-    "GUIDED_DEFAULTS",
+    "GUIDED_DEFAULTS", "DEFAULT_GUIDANCE_INTERVAL", "guided_levels", "guided_nfe",
     "DatasetUnavailableError", "DiT", "EDMDenoiser", "EMA", "ExactDenoiser", "GaussianMixture",
     "ImageDataset", "InceptionUnavailableError", "MIXTURES_2D", "MNISTClassifier", "MODELS",
     "MetricResult", "NoiseLevels", "NoiseSchedule", "NonFiniteLossError", "PREDICTIONS", "Pretrained",
