@@ -808,7 +808,7 @@ class Trainer:
         note = checkpoint.check_resume(path, state, self.cfg.to_dict(), self.model_config,
                                        self.schedule if self._own_schedule else None)
         if note and self.is_main:
-            warnings.warn(note, stacklevel=3)
+            warnings.warn(note, stacklevel=4)  # at the caller of fit()
         try:
             self.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError) as e:
