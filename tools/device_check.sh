@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device checks of issue 19 (item 15) in one run of at most 8 minutes on one H100: CUDA training
 # steps without host syncs, asynchronous range checks, exact resume, every precision and sampler, then
-# the unit tests on CUDA, every smoke-profile notebook on CUDA, benchmarks/train.py on CUDA, and
+# benchmarks/train.py on CUDA (plain loop, Trainer fp32, Trainer defaults, Trainer with bf16 +
+# channels_last + torch.compile), the unit tests on CUDA, every smoke-profile notebook on CUDA, and
 # chapter 2 in the gpu profile with the time that is left (tools/device_check.py lists the stages).
 #
 #   tools/device_check.sh --fetch-wheels   # HERE, with internet: the wheels the GPU machine lacks -> .whl/
