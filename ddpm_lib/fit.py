@@ -24,6 +24,7 @@ side at which at least ``min_batch_size`` images fit.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -279,8 +280,7 @@ def fit_resolution(
         fit.image_size = side
         by_size[side] = fit
         if fit.fits:
-            fit.by_size = by_size
-            return fit
+            return dataclasses.replace(fit, by_size=by_size)  # a copy: by_size holds no cycle
     tried = "\n".join(f"  {side} px: {f._rows()}" for side, f in by_size.items())
     raise RuntimeError(
         f"not even {min_batch_size} image(s) of the smallest side, {sides[-1]} px, fit in "

@@ -1,6 +1,8 @@
 """dl.fit_batch_size and dl.fit_resolution: the largest batch (and image side) whose trial training step fits
 the device's memory (chapter 10)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -128,7 +130,8 @@ def test_resolution_is_lowered_until_min_batch_size_fits():
         "largest first"
     assert fit.by_size[16].batch_size == 4 and fit.by_size[16].measured[8] is None  # out of memory at 8
     assert fit.by_size[12].batch_size == 4 and not fit.by_size[12].fits
-    assert fit.by_size[8] is fit
+    assert fit.by_size[8].measured == fit.measured and not fit.by_size[8].by_size
+    assert dataclasses.asdict(fit)["by_size"][16]["batch_size"] == 4, "no cycle"
     text = str(fit)
     assert "8 px images, batch size 16" in text and "16 px: fewer than 8 images fit" in text, text
     assert "out of memory" in text
