@@ -378,7 +378,7 @@ def test_guidance_interval_guides_only_inside_it_and_saves_evaluations(schedule,
     full = _ours(model, x_T, schedule, "unipc", 8, "trailing", guidance_interval=None, **guided)
     everywhere = _ours(model, x_T, schedule, "unipc", 8, "trailing", guidance_interval=(0.0, 1e30), **guided)
     torch.testing.assert_close(everywhere, full, rtol=0, atol=0)
-    order = dict(order=1, final_order=1)  # the guided defaults, given explicitly for the unguided run
+    order = {k: v for k, v in S.GUIDED_DEFAULTS["unipc"].items() if k != "spacing"}  # as guided, explicitly
     cond = _ours(model, x_T, schedule, "unipc", 8, "trailing", class_labels=labels, **order)
     nowhere = _ours(model, x_T, schedule, "unipc", 8, "trailing", guidance_interval=(1e29, 1e30), **guided)
     torch.testing.assert_close(nowhere, cond, rtol=1e-12, atol=1e-12)
