@@ -67,6 +67,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def machine() -> dict:
             "amx_bf16": "amx_bf16" in info, "avx512_bf16": "avx512_bf16" in info, "torch": torch.__version__,
             "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "cxx": shutil.which(os.environ.get("CXX", "g++")),  # torch.compile on the CPU compiles C++ with it
             "nice": os.nice(0) if hasattr(os, "nice") else None,
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
@@ -218,9 +220,11 @@ def parse_variants(text: str | None, device: torch.device, parser: argparse.Argu
 
 
 def first_line(error: BaseException) -> str:
-    """``Type: first line of the message`` (a compile error's message runs to pages)."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()
+    """``Type: the message's first line`` (a compile error's runs to pages), and its second line when
+    the first ends with a colon (torch.compile's "backend='inductor' raised:" names the error there)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[:2] if lines and lines[0].endswith(":") else lines[:1])
+    return f"{type(error).__name__}: {text}".strip()
 
 
 def main() -> None:
