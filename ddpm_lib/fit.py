@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -69,8 +70,11 @@ class DeviceFit:
         budget = f"{self.device}, budget {self.budget_bytes / 2**20:.0f} MiB per training step"
         if self.by_size:  # fit_resolution: one line per side tried
             lines = [f"{self.image_size} px images, batch size {self.batch_size} ({budget}); measured:"]
-            lines += [f"  {side} px: {'fits' if f.fits else f'fewer than {f.min_batch_size} images fit'} "
-                      f"({f._rows()})" for side, f in self.by_size.items()]
+            for side, f in self.by_size.items():  # lines of at most 88 characters
+                verdict = "fits" if f.fits else f"fewer than {f.min_batch_size} images fit"
+                rows = f._rows().replace(" ", "\xa0").replace(",\xa0", ", ")  # break between entries only
+                lines += [line.replace("\xa0", " ") for line in textwrap.wrap(
+                    f"{side} px: {verdict} ({rows})", 88, initial_indent="  ", subsequent_indent="    ")]
             return "\n".join(lines)
         verdict = (f"batch size {self.batch_size} fits" if self.fits else
                    f"not even {self.min_batch_size} images fit: lower the resolution (half the side, "
