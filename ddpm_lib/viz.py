@@ -440,10 +440,12 @@ def ema_half_life(smooth: float) -> float:
 def _smoothing_label(smooth: float, steps: np.ndarray) -> str:
     """What the smoothed curve is, in training steps (points times the median step spacing)."""
     spacing = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+    unit = "steps" if spacing > 0 else "points"  # steps not increasing: count points instead
+    spacing = spacing if spacing > 0 else 1.0
     per_point = "" if spacing == 1 else f" ({spacing:g} steps a point)"
     if isinstance(smooth, float):
-        return f"EMA {smooth:g}, half-life {ema_half_life(smooth) * spacing:.3g} steps{per_point}"
-    return f"mean of the last {smooth * spacing:g} steps{per_point}"
+        return f"EMA {smooth:g}, half-life {ema_half_life(smooth) * spacing:.3g} {unit}{per_point}"
+    return f"mean of the last {smooth * spacing:g} {unit}{per_point}"
 
 
 def _read_loss_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -223,6 +223,8 @@ def test_plot_loss_smoothing_is_bias_corrected_and_its_lag_documented():
     label = viz.plot_loss(logged, smooth=0.9).axes[0].lines[1].get_label()
     assert "half-life 65.8 steps (10 steps a point)" in label, label
     assert "mean of the last 50 steps" in viz.plot_loss(logged, smooth=5).axes[0].lines[1].get_label()
+    repeated = {"step": [0] * 30, "loss": [1.0] * 30}  # steps that do not increase: counted as points
+    assert "half-life 34.3 points" in viz.plot_loss(repeated).axes[0].lines[1].get_label()
     plt.close("all")
 
 
