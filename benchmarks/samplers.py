@@ -219,6 +219,16 @@ def _steps_for(sampler: str, budget: int, options: dict) -> int:
     return max([k for k in range(1, budget + 1) if dl.nfe(sampler, k, **options) <= budget], default=0)
 
 
+def _interval_steps_for(sampler: str, budget: int, schedule, spacing: str, options: dict, interval) -> int:
+    """With guidance in an interval: the most steps whose evaluations (2 at a guided level, 1 elsewhere)
+    fit in the budget. For the samplers that evaluate the network once at every level but the last."""
+    if sampler not in ("ddim", "ddpm", "euler", "dpmpp_2m", "unipc"):
+        raise ValueError(f"no NFE count with a guidance interval for {sampler!r}")
+    grid = {k: v for k, v in options.items() if k in ("sigma_min", "sigma_max", "rho")}
+    cost = lambda k: dl.samplers.guided_nfe(dl.noise_levels(schedule, k, spacing, **grid), interval)
+    return max([k for k in range(1, budget + 1) if cost(k) <= budget], default=0)
+
+
 def bench_toy(name: str, mixture, n: int, schedule, log, diffusers_too: bool = True) -> dict:
     x_T = torch.randn(n, mixture.dim, generator=torch.Generator().manual_seed(SEED), dtype=DTYPE)
     truth = mixture.sample(n, torch.Generator().manual_seed(SEED + 1), dtype=DTYPE)
@@ -405,6 +415,18 @@ REAL_OURS = {
     "euler_ancestral[edm]": ("euler_ancestral", "edm", {}),
     "euler_ancestral[karras]": ("euler_ancestral", "karras", {}),
     "unipc[log_snr(sigma_max=80)]": ("unipc", "log_snr", {"sigma_max": 80.0}),
+    # guidance in a limited interval (Kynkäänniemi et al. 2024; dl.sample's guidance_interval): rows without
+    # "interval=" guide every level
+    "unipc[trailing](order=1,final_order=1,interval=0-1.5)":
+        ("unipc", "trailing", {"order": 1, "final_order": 1, "guidance_interval": (0.0, 1.5)}),
+    "unipc[trailing](order=1,final_order=1,interval=0.3-2)":
+        ("unipc", "trailing", {"order": 1, "final_order": 1, "guidance_interval": (0.3, 2.0)}),
+    "unipc[trailing](order=1,final_order=1,interval=0-3)":
+        ("unipc", "trailing", {"order": 1, "final_order": 1, "guidance_interval": (0.0, 3.0)}),
+    "unipc[trailing](order=2,final_order=1,interval=0-2)":
+        ("unipc", "trailing", {"order": 2, "final_order": 1, "guidance_interval": (0.0, 2.0)}),
+    "unipc[edm](order=2,final_order=2,interval=0-2)":
+        ("unipc", "edm", {"order": 2, "final_order": 2, "guidance_interval": (0.0, 2.0)}),
 }
 
 
@@ -423,6 +445,7 @@ def diffusers_real_configs() -> dict:
     )
 
     one = lambda n: n
+    interval = {"guidance_interval": (0.0, 2.0)}  # not a scheduler setting: run_diffusers_real reads it
     dpm2, dpm3 = {"solver_order": 2, "algorithm_type": "dpmsolver++"}, {"solver_order": 3, "algorithm_type": "dpmsolver++"}
     return {
         "DDIM[config]": (DDIMScheduler, {}, one),
@@ -443,6 +466,13 @@ def diffusers_real_configs() -> dict:
         "Euler[karras]": (EulerDiscreteScheduler, {"use_karras_sigmas": True}, one),
         "Heun[config]": (HeunDiscreteScheduler, {}, lambda n: 2 * n - 1),
         "Heun[karras]": (HeunDiscreteScheduler, {"use_karras_sigmas": True}, lambda n: 2 * n - 1),
+        # with guidance in dl.sample's default interval, in the same loop (run_diffusers_real)
+        "UniPC[trailing](interval=0-2)": (UniPCMultistepScheduler, {"timestep_spacing": "trailing", **interval}, one),
+        "DPM++2M[trailing](interval=0-2)": (DPMSolverMultistepScheduler,
+                                            {**dpm2, "timestep_spacing": "trailing", **interval}, one),
+        "DPM++3M[config](interval=0-2)": (DPMSolverMultistepScheduler, {**dpm3, **interval}, one),
+        "Euler[config](interval=0-2)": (EulerDiscreteScheduler, {**interval}, one),
+        "DDIM[trailing](interval=0-2)": (DDIMScheduler, {"timestep_spacing": "trailing", **interval}, one),
     }
 
 
@@ -452,20 +482,41 @@ def _guided(model, x, t, labels, w):
 
     if labels is None:
         return call_model(model, x, t)
+    if w == 1.0:
+        return call_model(model, x, t, labels)
     null = torch.full_like(labels, null_class_of(model))
     out_c, out_u = call_model(model, torch.cat([x, x]), t, torch.cat([labels, null])).chunk(2)
     return out_u + w * (out_c - out_u)
 
 
-@torch.no_grad()
-def run_diffusers_real(scheduler, steps: int, model, x_T, labels=None, w: float = 1.0) -> tuple[torch.Tensor, int]:
-    """The usual diffusers loop on a real model; returns (x_0, network evaluations per sample)."""
+def _diffusers_guided_steps(scheduler, steps: int, interval) -> list[bool]:
+    """For each entry of the scheduler's timesteps at ``steps`` steps: guided there? (every one without
+    an interval, else where σ_t = sqrt((1 - ᾱ_t) / ᾱ_t) lies in it)."""
     scheduler.set_timesteps(steps)
+    if interval is None:
+        return [True] * len(scheduler.timesteps)
+    ab = scheduler.alphas_cumprod[scheduler.timesteps.round().long().clamp(0, len(scheduler.alphas_cumprod) - 1)]
+    sigma = ((1 - ab.double()) / ab.double()).sqrt().tolist()
+    return [interval[0] <= s <= interval[1] for s in sigma]
+
+
+def _split_interval(overrides: dict) -> tuple[dict, tuple | None]:
+    """(scheduler overrides, guidance interval): a diffusers configuration may name a guidance interval."""
+    overrides = dict(overrides)
+    return overrides, overrides.pop("guidance_interval", None)
+
+
+@torch.no_grad()
+def run_diffusers_real(scheduler, steps: int, model, x_T, labels=None, w: float = 1.0,
+                       interval=None) -> tuple[torch.Tensor, int]:
+    """The usual diffusers loop on a real model; returns (x_0, network evaluations per sample). With
+    guidance and an ``interval`` (σ_lo, σ_hi), steps outside it evaluate the conditional network alone."""
+    guided = _diffusers_guided_steps(scheduler, steps, interval)
     x = x_T * scheduler.init_noise_sigma
     calls = 0
-    for t in scheduler.timesteps:
-        out = _guided(model, scheduler.scale_model_input(x, t), t, labels, w)
-        calls += 1 if labels is None or w == 1.0 else 2
+    for t, g in zip(scheduler.timesteps, guided):
+        out = _guided(model, scheduler.scale_model_input(x, t), t, labels, w if g else 1.0)
+        calls += 1 if labels is None or w == 1.0 or not g else 2
         x = scheduler.step(out, t, x).prev_sample
     return x, calls
 
@@ -513,16 +564,29 @@ def bench_real(name: str, w: float, scorer, nfes, seeds, n: int, ours: dict, the
                     t0 = time.time()
                     if source == "ours":
                         sampler, spacing, options = spec
-                        steps = _steps_for(sampler, budget // per_image, options)
+                        options = dict(options)
+                        interval = options.pop("guidance_interval", None)  # none named: every level guided
+                        if interval is None or per_image == 1:
+                            steps = _steps_for(sampler, budget // per_image, options)
+                        else:
+                            steps = _interval_steps_for(sampler, budget, pre.schedule, spacing, options, interval)
                         x = dl.sample(model, x_T.shape, pre.schedule, sampler, steps, prediction=pre.prediction,
                                       spacing=spacing, x_T=x_T, class_labels=labels, guidance_scale=w,
-                                      generator=torch.Generator().manual_seed(seed), **options)
+                                      guidance_interval=interval, generator=torch.Generator().manual_seed(seed),
+                                      **options)
                     else:
                         cls, overrides, nfe_of = spec
-                        steps = max(k for k in range(1, budget + 1) if per_image * nfe_of(k) <= budget)
+                        overrides, interval = _split_interval(overrides)
+                        if interval is None or per_image == 1:
+                            steps = max(k for k in range(1, budget + 1) if per_image * nfe_of(k) <= budget)
+                        else:
+                            sched = cls.from_config(config, **overrides)
+                            steps = max(k for k in range(1, budget + 1)
+                                        if sum(2 if g else 1 for g in _diffusers_guided_steps(sched, k, interval))
+                                        <= budget)
                         try:
                             x, _ = run_diffusers_real(cls.from_config(config, **overrides), steps, model, x_T,
-                                                      labels, w)
+                                                      labels, w, interval)
                         except Exception as error:  # noqa: BLE001 - a scheduler that fails is a result too
                             failures[label] = f"{type(error).__name__}: {error} (at {steps} steps)"
                             cache[f"__fail__|{name}|{label}"] = failures[label]
@@ -569,13 +633,21 @@ def default_spec(guidance_scale: float = 1.0) -> tuple[str, str, dict]:
     (with guidance: ``dl.samplers.GUIDED_DEFAULTS``)."""
     sampler = inspect.signature(dl.sample).parameters["sampler"].default
     spacing, options = dl.samplers.default_settings(sampler, guidance_scale)
+    if guidance_scale > 1.0:  # dl.sample's guidance_interval="auto"
+        options = {**options, "guidance_interval": dl.samplers.DEFAULT_GUIDANCE_INTERVAL}
     return sampler, spacing, options
+
+
+def _option(key: str, value) -> str:
+    if key == "guidance_interval":  # no comma inside a label (--only splits at commas)
+        return f"interval={value[0]:g}-{value[1]:g}"
+    return f"{key}={value}"
 
 
 def default_label(guidance_scale: float = 1.0) -> str:
     """``default_spec`` named like the keys of ``REAL_OURS``."""
     sampler, spacing, options = default_spec(guidance_scale)
-    return f"{sampler}[{spacing}]" + (f"({','.join(f'{k}={v}' for k, v in options.items())})" if options else "")
+    return f"{sampler}[{spacing}]" + (f"({','.join(_option(k, v) for k, v in options.items())})" if options else "")
 
 
 def summarise_real(out: dict) -> dict:
@@ -681,7 +753,7 @@ def grid_log_snr(name: str, steps: int, spec, schedule, config: dict) -> list[fl
             lam = torch.cat([lam, lam[1:]]).sort(descending=True).values
         return lam.tolist()
     cls, overrides, _ = spec
-    sched = cls.from_config(config, **overrides)
+    sched = cls.from_config(config, **_split_interval(overrides)[0])
     sched.set_timesteps(steps)
     if cls.__name__ in ("EulerDiscreteScheduler", "HeunDiscreteScheduler"):  # they evaluate at their σ
         sig = sched.sigmas.double()
@@ -825,7 +897,8 @@ def run_real_part(args, log) -> dict:
             "notes": [
                 ("nfe: network evaluations per sample, counted by a hook on the network; with guidance every "
                  "step evaluates the conditional and the unconditional batch (2 per step), so a budget B gets "
-                 "B // 2 steps"),
+                 "B // 2 steps; rows with '(interval=lo-hi)' guide only where lo <= sigma <= hi and evaluate "
+                 "the conditional batch alone elsewhere (1 per step), and get the most steps that fit B"),
                 ("diffusers: cls.from_config(the model's scheduler config) ('config': timestep_spacing leading, "
                  "DDIM clip_sample True), or with the one change named in brackets"),
                 ("ddim and euler on the same grid are the same update (DDIM is Euler in sigma)"),
