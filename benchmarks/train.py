@@ -37,8 +37,10 @@ images, with the same batch size, learning rate and gradient clipping:
     inductor's caches warm (the first may find them warm too, from an earlier run). A
     graph compiled again inside the timed steps is counted in
     ``recompiled_in_timed_steps``. On the CPU inductor compiles C++ (it needs a C++
-    compiler): on the 2-core build machine, under load, minutes even for ``--quick``,
-    so the CPU default leaves (d) out; ask for it with ``--variants``.
+    compiler; the JSON's machine.cxx): on the 2-core build machine, niced beside other
+    jobs (load 5 to 8), compiling took 1,244 s for ``--quick`` (2026-12-08; not a clean
+    measurement, but far beyond a benchmark's minutes), so the CPU default leaves (d)
+    out; ask for it with ``--variants``.
 
 The network, batch size and learning rate are chapter 2's cpu profile
 (``dl.book.SIZES[2]["cpu"]``), so the numbers sit beside the reader's own run.
@@ -86,8 +88,8 @@ MODEL = {"image_size": 32, "in_channels": 1, "block_out_channels": tuple(SIZES["
 BETAS = (0.001, 0.02)  # chapter 2's linear schedule (beta_start, beta_end)
 GRAD_CLIP = 1.0
 VARIANTS = ("plain", "trainer_fp32", "trainer", "trainer_fast")
-# The CPU default leaves compiling out: inductor's C++ compile took minutes for --quick
-# on the 2-core build machine (the numbers are in the commit that made this choice).
+# The CPU default leaves compiling out: inductor's C++ compile of this network took 1,244 s for
+# --quick on the 2-core build machine (niced, load 5 to 8; see the module docstring).
 DEFAULT_VARIANTS = {"cuda": VARIANTS, "other": VARIANTS[:3]}  # "other": the CPU (and MPS)
 
 
