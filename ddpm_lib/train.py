@@ -1013,12 +1013,19 @@ def _make_accelerator(cfg: TrainConfig):
     if cfg.compile:
         kwargs["dynamo_backend"] = "inductor"
     try:
-        return Accelerator(**kwargs)
+        accelerator = Accelerator(**kwargs)
     except ValueError as e:  # a notebook made an Accelerator with other settings before
         if "already been initialized" not in str(e):
             raise
         AcceleratorState._reset_state()
         return Accelerator(**kwargs)
+    # accelerate keeps the first Accelerator's state for the whole process and ignores another
+    # compile setting without a word (it raises only for another precision): start it over then
+    wanted = "INDUCTOR" if cfg.compile else "NO"
+    if accelerator.state.dynamo_plugin.backend.name != wanted:
+        AcceleratorState._reset_state()
+        accelerator = Accelerator(**kwargs)
+    return accelerator
 
 
 def _fused_if_possible(device: torch.device) -> dict[str, bool]:

@@ -415,3 +415,16 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path):
             trainer.fit()
         assert trainer.step == 6 and mode.seen == [], mode.seen[:5]
         assert trainer.schedule.device == trainer.device
+
+
+def test_a_compiling_trainer_after_a_plain_one_compiles(tmp_path):
+    """accelerate keeps the first Accelerator's state for the whole process and silently ignored a
+    later dynamo_backend: a Trainer(compile=True) made after a plain one trained uncompiled."""
+    plain = dl.Trainer(tiny_unet(), tiny_data(), tiny_config(tmp_path / "a"))
+    assert plain.accelerator.state.dynamo_plugin.backend.name == "NO"
+    compiled = dl.Trainer(tiny_unet(), tiny_data(), tiny_config(tmp_path / "b", compile=True))
+    assert compiled.accelerator.state.dynamo_plugin.backend.name == "INDUCTOR"
+    assert isinstance(compiled.model, torch._dynamo.eval_frame.OptimizedModule), type(compiled.model)
+    again = dl.Trainer(tiny_unet(), tiny_data(), tiny_config(tmp_path / "c"))  # and back
+    assert again.accelerator.state.dynamo_plugin.backend.name == "NO"
+    assert not isinstance(again.model, torch._dynamo.eval_frame.OptimizedModule)
