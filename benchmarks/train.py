@@ -171,15 +171,11 @@ def _graphs_compiled() -> int:
 def trainer_run(model, dataset, batch_size: int, lr: float, steps: int, warmup: int, device: torch.device,
                 mixed_precision: str, channels_last: bool | str = "auto", compile: bool = False) -> dict:
     """dl.Trainer on ``device``: the median seconds per step after ``warmup`` and what it ran with."""
-    from accelerate.state import AcceleratorState
     from accelerate.utils import is_compiled_module
     from diffusers import DDPMScheduler
 
     schedule = dl.schedule_from_diffusers(
         DDPMScheduler(num_train_timesteps=1000, beta_start=BETAS[0], beta_end=BETAS[1]))
-    # accelerate keeps its first Accelerator's settings for the whole process, and a later one with the
-    # same precision silently keeps the first one's (no) compiling: start every run from a clean state.
-    AcceleratorState._reset_state()
     with tempfile.TemporaryDirectory() as out:
         cfg = dl.TrainConfig(batch_size=batch_size, max_steps=steps + 1, lr=lr, warmup_steps=0,
                              lr_schedule="constant", grad_clip=GRAD_CLIP, mixed_precision=mixed_precision,
