@@ -111,6 +111,8 @@ def check(folder: Path, name: str) -> dict:
             "noisy_samples": int((speckle(x) > noisy_limit).sum()),
         }
 
+    if pre.num_classes is not None:  # dl.sample guides only where sigma <= 2 by default for w > 1
+        result["guidance_interval"] = list(dl.DEFAULT_GUIDANCE_INTERVAL)
     if pre.num_classes is None:
         x = dl.sample(pre.model, shape, pre.schedule, prediction=pre.prediction, generator=g, **pre.sampling)
         result["unconditional"] = scores(x)
@@ -207,7 +209,8 @@ def readme(name: str, r: dict) -> str:
     else:
         rows += [
             (
-                f"generated, guidance w = {w:g}" + (" (none)" if w == 1 else ""),
+                f"generated, guidance w = {w:g}" + (" (none)" if w == 1 else f" at σ <= {r['guidance_interval'][1]:g}"
+                                                     if r.get("guidance_interval") else ""),
                 r[f"guidance_{w:g}"],
                 r[f"guidance_{w:g}"]["accuracy"],
             )
@@ -234,6 +237,12 @@ def readme(name: str, r: dict) -> str:
         if name == "ddpm-mnist-cond"
         else ""
     )
+    guided = (
+        "; with guidance `dl.sample` guides only the noise levels with σ <= "
+        f"{r['guidance_interval'][1]:g} by default (`guidance_interval`, chapter 8)"
+        if r.get("guidance_interval")
+        else ""
+    )
     return f"""# {name}
 
 {DESCRIPTIONS[name]}
@@ -241,7 +250,7 @@ def readme(name: str, r: dict) -> str:
 ![samples](samples.png)
 
 `samples.png`: {"64 samples" if "unconditional" in r else "8 samples per class (columns 0-9), guidance w = 3"},
-{sampler} (the sampler the export records). `loss.png` / `loss.csv`: the training loss.
+{sampler} (the sampler the export records){guided}. `loss.png` / `loss.csv`: the training loss.
 `training_config.json`: the `TrainConfig` and the network's constructor arguments.
 
 | | |
