@@ -822,8 +822,9 @@ DEFAULT_SPACING: dict[str, str] = {
 # Guidance in a limited interval (Kynkäänniemi et al. 2024): with guidance_scale > 1 and
 # guidance_interval "auto", ``sample`` guides only the levels with σ <= 2 and evaluates the conditional
 # network alone above (one evaluation a step there instead of two). Chosen on pretrained/ddpm-mnist-cond
-# at w = 3 (benchmarks/samplers.py, 3 seeds of 256): FD 8.8 / 4.8 / 3.9 at NFE 5/10/20 against 28.6 /
-# 10.7 / 11.6 guiding every level with the same sampler; (0, 1.5] and (0.3, 2] were measured too.
+# at w = 3 (benchmarks/samplers.py, 3 seeds of 256): with UniPC of order 1, FD 8.8 / 4.8 / 3.9 at NFE
+# 5/10/20 against 28.6 / 10.7 / 11.6 guiding every level; with the default's order 2 (below) 7.8 / 4.5
+# / 3.8 (samplers.json); (0, 1.5] and (0.3, 2] were measured too.
 # Guiding at high noise pushes every sample of a class toward the same coarse layout, which costs
 # diversity (chapter 8); above σ ≈ 2 (t ≈ 700 of 1000 on the cosine schedule) the image is still
 # mostly noise.
